@@ -1,0 +1,69 @@
+"""Decide where the store lives: store directory, state directory and root.
+
+The *store directory* is the logical prefix hashed into every store path;
+the *state directory* holds the database, GC roots, logs and locks; the
+*root*, when set, is a directory under which both physically live (a chroot
+store, as Nix's ``--store /some/root``), so that a user who cannot write the
+logical store directory still gets paths that name it.
+
+Each is taken from the global option, else the environment variable, else
+the default below.  The defaults are pyguix's own, never ``/gnu/store`` or
+``/nix/store``, so pyguix cannot clash with a real Guix or Nix.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DEFAULT_STATE_DIR", "DEFAULT_STORE_DIR", "StoreConfig", "resolve"]
+
+DEFAULT_STORE_DIR = "/pyguix/store"
+DEFAULT_STATE_DIR = "/var/pyguix"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where one store lives."""
+
+    store_dir: str
+    """The logical store directory, hashed into store paths."""
+
+    state_dir: str
+    """The logical state directory (database, roots, logs, locks)."""
+
+    root: str | None
+    """The directory under which both physically live, or ``None``."""
+
+
+def _can_write(directory: str) -> bool:
+    """Tell whether ``directory``, or its nearest existing parent, is writable."""
+    path = Path(directory)
+    while not path.exists():
+        path = path.parent
+    return os.access(path, os.W_OK)
+
+
+def _default_root(store_dir: str, state_dir: str) -> str | None:
+    """Return a per-user root when the logical directories are not writable."""
+    if _can_write(store_dir) and _can_write(state_dir):
+        return None
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return os.path.join(data_home, "pyguix", "root")
+
+
+def resolve(
+    store_dir: str | None = None,
+    state_dir: str | None = None,
+    root: str | None = None,
+) -> StoreConfig:
+    """Return the store configuration from options, environment and defaults."""
+    store_dir = store_dir or os.environ.get("PYGUIX_STORE_DIR") or DEFAULT_STORE_DIR
+    state_dir = state_dir or os.environ.get("PYGUIX_STATE_DIR") or DEFAULT_STATE_DIR
+    root = root or os.environ.get("PYGUIX_ROOT") or _default_root(store_dir, state_dir)
+    return StoreConfig(
+        store_dir=os.path.normpath(store_dir),
+        state_dir=os.path.normpath(state_dir),
+        root=os.path.abspath(root) if root else None,
+    )
