@@ -1,0 +1,207 @@
+"""Write the NAR of a file tree, and hash it on the way.
+
+This is Nix's ``dumpPath`` (``libutil/archive.cc``); the grammar is in
+:mod:`store.nar.grammar`.  The tree is walked with ``lstat``, so symlinks are
+recorded, never followed; a regular file is executable iff its owner may
+execute it; entries go out sorted by the raw bytes of their names.
+
+Small tokens are gathered in a buffer and handed out in batches; file
+contents are read in large chunks and never held whole, so a file of any
+size streams in constant memory.  :func:`hash_path` feeds a hasher directly
+from one reusable buffer, which keeps it close to the speed of ``hashlib``
+on the file contents alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+from collections.abc import Callable
+from typing import Any
+
+from store.hash import ALGORITHMS, Hash
+from store.nar.grammar import MAGIC, NarError, padding, token
+
+__all__ = ["dump", "dump_bytes", "hash_path"]
+
+_CHUNK = 1 << 20
+"""How many bytes of a file are read at once."""
+
+_BATCH = 1 << 16
+"""Gathered tokens are handed out once they pass this size."""
+
+_TYPE = token(b"(") + token(b"type")
+_REGULAR = _TYPE + token(b"regular")
+_EXECUTABLE = token(b"executable") + token(b"")
+_CONTENTS = token(b"contents")
+_SYMLINK = _TYPE + token(b"symlink") + token(b"target")
+_DIRECTORY = _TYPE + token(b"directory")
+_ENTRY = token(b"entry") + token(b"(") + token(b"name")
+_NODE = token(b"node")
+_CLOSE = token(b")")
+
+
+class _Writer:
+    """Walk a tree and hand its NAR to ``write`` in batches."""
+
+    def __init__(self, write: Callable[[Any], object], reuse: bool) -> None:
+        self.write = write
+        self.reuse = reuse
+        self.pending = bytearray()
+        self.written = 0
+        self.buffer = bytearray(_CHUNK) if reuse else bytearray()
+
+    def emit(self, data: bytes) -> None:
+        """Queue ``data``, handing the queue out when it has grown large."""
+        self.pending += data
+        if len(self.pending) >= _BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand out what is queued."""
+        if self.pending:
+            self.written += len(self.pending)
+            self.write(bytes(self.pending))
+            self.pending.clear()
+
+    def node(self, path: bytes) -> None:
+        """Write the node of ``path``, which must exist."""
+        try:
+            info = os.lstat(path)
+        except OSError as error:
+            raise self.error(path, f"cannot be read: {error.strerror}") from None
+        if stat.S_ISREG(info.st_mode):
+            self.regular(path, info)
+        elif stat.S_ISLNK(info.st_mode):
+            self.symlink(path)
+        elif stat.S_ISDIR(info.st_mode):
+            self.directory(path)
+        else:
+            raise self.error(path, "has an unsupported type")
+
+    def symlink(self, path: bytes) -> None:
+        """Write a symlink node; its target is taken verbatim."""
+        try:
+            target = os.readlink(path)
+        except OSError as error:
+            raise self.error(path, f"cannot be read: {error.strerror}") from None
+        self.emit(_SYMLINK + token(target) + _CLOSE)
+
+    def directory(self, path: bytes) -> None:
+        """Write a directory node and, recursively, its sorted entries."""
+        try:
+            names = sorted(os.listdir(path))
+        except OSError as error:
+            raise self.error(path, f"cannot be listed: {error.strerror}") from None
+        self.emit(_DIRECTORY)
+        for name in names:
+            self.emit(_ENTRY + token(name) + _NODE)
+            self.node(path + b"/" + name)
+            self.emit(_CLOSE)
+        self.emit(_CLOSE)
+
+    def regular(self, path: bytes, info: os.stat_result) -> None:
+        """Write a regular file node, streaming the file's bytes."""
+        size = info.st_size
+        header = _REGULAR + (_EXECUTABLE if info.st_mode & stat.S_IXUSR else b"")
+        self.emit(header + _CONTENTS + size.to_bytes(8, "little"))
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as error:
+            raise self.error(path, f"cannot be opened: {error.strerror}") from None
+        with open(fd, "rb", buffering=0) as file:
+            if size <= _BATCH:
+                self.small_contents(path, file, size)
+            else:
+                self.flush()
+                self.large_contents(path, file, size)
+        self.emit(padding(size) + _CLOSE)
+
+    def small_contents(self, path: bytes, file: io.FileIO, size: int) -> None:
+        """Queue the whole of a small file, checking its size."""
+        data = file.read(size + 1)
+        if data is None or len(data) != size:
+            raise self.changed(path)
+        self.emit(data)
+
+    def large_contents(self, path: bytes, file: io.FileIO, size: int) -> None:
+        """Hand out a large file chunk by chunk, checking its size."""
+        view = memoryview(self.buffer)
+        left = size
+        while left:
+            if self.reuse:
+                count = file.readinto(view[: min(left, _CHUNK)]) or 0
+                chunk: bytes | memoryview = view[:count]
+            else:
+                chunk = file.read(min(left, _CHUNK)) or b""
+                count = len(chunk)
+            if count == 0:
+                raise self.changed(path)
+            self.write(chunk)
+            self.written += count
+            left -= count
+        if file.read(1):
+            raise self.changed(path)
+
+    def changed(self, path: bytes) -> NarError:
+        """Return the error for a file whose size changed while read."""
+        return self.error(path, "changed size while it was being archived")
+
+    def error(self, path: bytes, reason: str) -> NarError:
+        """Return a :class:`NarError` about ``path``."""
+        shown = os.fsdecode(path)
+        return NarError(
+            f"'{shown}' {reason}",
+            self.written + len(self.pending),
+            path=shown,
+            hint="a NAR holds only regular files, directories and symlinks",
+        )
+
+
+def _run(
+    path: str | os.PathLike[str], write: Callable[[bytes], object], reuse: bool
+) -> int:
+    """Write the NAR of ``path`` to ``write``; return its size."""
+    writer = _Writer(write, reuse)
+    writer.emit(token(MAGIC))
+    writer.node(os.fsencode(path))
+    writer.flush()
+    return writer.written
+
+
+def dump(path: str | os.PathLike[str], write: Callable[[bytes], object]) -> None:
+    """Write the NAR of the tree at ``path`` to ``write``, as Nix's ``dumpPath``.
+
+    ``write`` is called with successive pieces of the archive, each a new
+    ``bytes`` object it may keep.  Large files are read in chunks, so memory
+    use does not depend on file sizes.
+
+    :raises NarError: when ``path`` or something below it is neither a
+        regular file, a directory nor a symlink, cannot be read, or changes
+        size while it is read; ``path`` attribute names the file.
+    """
+    _run(path, write, reuse=False)
+
+
+def dump_bytes(path: str | os.PathLike[str]) -> bytes:
+    """Return the NAR of the tree at ``path`` (for small trees)."""
+    pieces: list[bytes] = []
+    dump(path, pieces.append)
+    return b"".join(pieces)
+
+
+def hash_path(
+    path: str | os.PathLike[str], algorithm: str = "sha256"
+) -> tuple[Hash, int]:
+    """Return the NAR hash and NAR size of the tree at ``path``, as Nix's
+    ``hashPath`` (``nix-hash --type ALGO PATH``).
+
+    :param algorithm: one of :data:`store.hash.ALGORITHMS`.
+    :raises NarError: as :func:`dump` does.
+    """
+    assert algorithm in ALGORITHMS, algorithm
+    hasher = hashlib.new(algorithm)
+    size = _run(path, hasher.update, reuse=True)
+    return Hash(algorithm, hasher.digest()), size
