@@ -1,0 +1,388 @@
+"""Keep the set of valid store items in SQLite, with their metadata.
+
+An item is *valid* when it has a row in ``ValidPaths``; only valid items may
+be used, referenced or kept by roots.  The schema follows Nix's
+``libstore/schema.sql``::
+
+    ValidPaths(id, path UNIQUE, hash, registrationTime, deriver, narSize, ca)
+    Refs(referrer -> ValidPaths.id ON DELETE CASCADE,
+         reference -> ValidPaths.id ON DELETE RESTRICT)
+    DerivationOutputs(drv -> ValidPaths.id ON DELETE CASCADE, id, path)
+
+``hash`` is ``sha256:<base16>`` of the item's NAR, as Nix writes it.  The
+restriction on ``Refs.reference`` makes it impossible to invalidate an item
+that a valid item still refers to: the closure of a valid item is valid.
+
+The database runs in WAL mode with ``synchronous=FULL``, a busy timeout and
+foreign keys on.  Every write is one explicit ``BEGIN IMMEDIATE``
+transaction, so an item and its references become valid together or not at
+all.  The schema version is SQLite's ``user_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from store.errors import StoreError
+from store.hash import Hash
+
+__all__ = ["SCHEMA_VERSION", "Database", "DatabaseError", "PathInfo"]
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 600_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ValidPaths (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    path             TEXT UNIQUE NOT NULL,
+    hash             TEXT NOT NULL,
+    registrationTime INTEGER NOT NULL,
+    deriver          TEXT,
+    narSize          INTEGER,
+    ca               TEXT
+);
+CREATE TABLE IF NOT EXISTS Refs (
+    referrer  INTEGER NOT NULL,
+    reference INTEGER NOT NULL,
+    PRIMARY KEY (referrer, reference),
+    FOREIGN KEY (referrer) REFERENCES ValidPaths(id) ON DELETE CASCADE,
+    FOREIGN KEY (reference) REFERENCES ValidPaths(id) ON DELETE RESTRICT
+);
+CREATE INDEX IF NOT EXISTS IndexReferrer ON Refs(referrer);
+CREATE INDEX IF NOT EXISTS IndexReference ON Refs(reference);
+CREATE TABLE IF NOT EXISTS DerivationOutputs (
+    drv  INTEGER NOT NULL,
+    id   TEXT NOT NULL,
+    path TEXT NOT NULL,
+    PRIMARY KEY (drv, id),
+    FOREIGN KEY (drv) REFERENCES ValidPaths(id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS IndexDerivationOutputs ON DerivationOutputs(path);
+"""
+
+
+class DatabaseError(StoreError):
+    """Report a database that is unusable or a registration it refuses."""
+
+    def __init__(self, message: str, hint: str | None = None, path: str = "") -> None:
+        super().__init__(message, hint)
+        self.path = path
+
+
+@dataclass(frozen=True)
+class PathInfo:
+    """The metadata of a valid store item (a ``ValidPaths`` row and its refs)."""
+
+    path: str
+    """The store path, in the logical store directory."""
+
+    nar_hash: Hash
+    """The sha256 of the item's NAR."""
+
+    nar_size: int
+    """The size in bytes of the item's NAR."""
+
+    references: frozenset[str]
+    """The store paths the item refers to, possibly itself."""
+
+    deriver: str | None = None
+    """The derivation that built the item, if known."""
+
+    registration_time: int = 0
+    """When the item became valid, in seconds since the epoch."""
+
+    ca: str | None = None
+    """The content address (``fixed:r:sha256:...``, ``text:sha256:...``)."""
+
+
+def _json(paths: Iterable[str]) -> str:
+    """Encode ``paths`` for ``json_each``, to pass many paths as one parameter."""
+    return json.dumps(list(paths))
+
+
+class Database:
+    """One connection to a store database, creating its schema if needed.
+
+    :param filename: the physical path of the SQLite file.
+    """
+
+    def __init__(self, filename: str) -> None:
+        try:
+            self.connection = sqlite3.connect(
+                filename, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+            )
+            self._configure()
+            self._migrate()
+        except sqlite3.DatabaseError as error:
+            raise DatabaseError(
+                f"cannot open the store database '{filename}': {error}",
+                "check that the state directory is writable and not corrupt",
+            ) from None
+        self.filename = filename
+
+    def _configure(self) -> None:
+        """Set WAL, durability, the busy timeout and foreign keys."""
+        run = self.connection.execute
+        run(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        run("PRAGMA journal_mode = WAL")
+        run("PRAGMA synchronous = FULL")
+        run("PRAGMA foreign_keys = ON")
+
+    def _migrate(self) -> None:
+        """Create the schema on first use; refuse a newer one."""
+        with self.transaction():
+            (version,) = self.connection.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise DatabaseError(
+                    f"the store database '{self.connection}' has schema version "
+                    f"{version}, newer than {SCHEMA_VERSION}",
+                    "use a newer pyguix with this store",
+                )
+            if version < SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";"):
+                    self.connection.execute(statement)
+                self.connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run the block in one ``BEGIN IMMEDIATE`` transaction."""
+        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.connection
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
+        self.connection.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.connection.close()
+
+    # -- Queries --------------------------------------------------------------
+
+    def query_valid(self, paths: Iterable[str]) -> set[str]:
+        """Return those of ``paths`` that are valid, in one query."""
+        rows = self.connection.execute(
+            "SELECT path FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))",
+            (_json(paths),),
+        )
+        return {row[0] for row in rows}
+
+    def all_valid(self) -> set[str]:
+        """Return every valid path."""
+        return {
+            row[0] for row in self.connection.execute("SELECT path FROM ValidPaths")
+        }
+
+    def path_info(self, path: str) -> PathInfo | None:
+        """Return the metadata of ``path``, or ``None`` if it is not valid."""
+        row = self.connection.execute(
+            "SELECT id, hash, registrationTime, deriver, narSize, ca "
+            "FROM ValidPaths WHERE path = ?",
+            (path,),
+        ).fetchone()
+        if row is None:
+            return None
+        ident, nar_hash, time, deriver, size, ca = row
+        return PathInfo(
+            path=path,
+            nar_hash=Hash.from_string(nar_hash),
+            nar_size=size or 0,
+            references=frozenset(self._references_of_id(ident)),
+            deriver=deriver or None,
+            registration_time=time,
+            ca=ca or None,
+        )
+
+    def _references_of_id(self, ident: int) -> list[str]:
+        rows = self.connection.execute(
+            "SELECT v.path FROM Refs r JOIN ValidPaths v ON r.reference = v.id "
+            "WHERE r.referrer = ?",
+            (ident,),
+        )
+        return [row[0] for row in rows]
+
+    def references(self, path: str) -> set[str]:
+        """Return the paths ``path`` refers to."""
+        rows = self.connection.execute(
+            "SELECT v.path FROM Refs r JOIN ValidPaths v ON r.reference = v.id "
+            "WHERE r.referrer = (SELECT id FROM ValidPaths WHERE path = ?)",
+            (path,),
+        )
+        return {row[0] for row in rows}
+
+    def referrers(self, paths: Iterable[str]) -> set[str]:
+        """Return the valid paths that refer to any of ``paths``."""
+        rows = self.connection.execute(
+            "SELECT v.path FROM Refs r JOIN ValidPaths v ON r.referrer = v.id "
+            "WHERE r.reference IN (SELECT id FROM ValidPaths "
+            "WHERE path IN (SELECT value FROM json_each(?)))",
+            (_json(paths),),
+        )
+        return {row[0] for row in rows}
+
+    def closure(self, paths: Iterable[str]) -> set[str]:
+        """Return the valid ``paths`` and everything they refer to, transitively."""
+        rows = self.connection.execute(
+            "WITH RECURSIVE closure(id) AS ("
+            " SELECT id FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))"
+            " UNION SELECT r.reference FROM Refs r JOIN closure c ON r.referrer = c.id)"
+            " SELECT v.path FROM closure c JOIN ValidPaths v ON v.id = c.id",
+            (_json(paths),),
+        )
+        return {row[0] for row in rows}
+
+    def referrer_closure(self, paths: Iterable[str]) -> set[str]:
+        """Return the valid ``paths`` and every item referring to them, transitively."""
+        rows = self.connection.execute(
+            "WITH RECURSIVE closure(id) AS ("
+            " SELECT id FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))"
+            " UNION SELECT r.referrer FROM Refs r JOIN closure c ON r.reference = c.id)"
+            " SELECT v.path FROM closure c JOIN ValidPaths v ON v.id = c.id",
+            (_json(paths),),
+        )
+        return {row[0] for row in rows}
+
+    def deriver(self, path: str) -> str | None:
+        """Return the recorded deriver of ``path``."""
+        row = self.connection.execute(
+            "SELECT deriver FROM ValidPaths WHERE path = ?", (path,)
+        ).fetchone()
+        return row[0] or None if row else None
+
+    def derivation_outputs(self, drv_paths: Iterable[str]) -> dict[str, dict[str, str]]:
+        """Return the registered outputs of each of ``drv_paths``, by output name."""
+        rows = self.connection.execute(
+            "SELECT v.path, o.id, o.path FROM DerivationOutputs o "
+            "JOIN ValidPaths v ON o.drv = v.id "
+            "WHERE v.path IN (SELECT value FROM json_each(?))",
+            (_json(drv_paths),),
+        )
+        outputs: dict[str, dict[str, str]] = {}
+        for drv, name, path in rows:
+            outputs.setdefault(drv, {})[name] = path
+        return outputs
+
+    def derivers_of_outputs(self, paths: Iterable[str]) -> set[str]:
+        """Return the valid derivations that list any of ``paths`` as an output."""
+        rows = self.connection.execute(
+            "SELECT v.path FROM DerivationOutputs o JOIN ValidPaths v ON o.drv = v.id "
+            "WHERE o.path IN (SELECT value FROM json_each(?))",
+            (_json(paths),),
+        )
+        return {row[0] for row in rows}
+
+    def edges(self, paths: Iterable[str]) -> list[tuple[str, str]]:
+        """Return the (referrer, reference) pairs among ``paths``."""
+        rows = self.connection.execute(
+            "WITH chosen(id, path) AS (SELECT id, path FROM ValidPaths "
+            " WHERE path IN (SELECT value FROM json_each(?))) "
+            "SELECT a.path, b.path FROM Refs r "
+            "JOIN chosen a ON r.referrer = a.id JOIN chosen b ON r.reference = b.id",
+            (_json(paths),),
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    # -- Updates --------------------------------------------------------------
+
+    def register(self, infos: Sequence[PathInfo]) -> None:
+        """Make ``infos`` valid with their references, in one transaction.
+
+        Registering an already valid path updates its metadata (as Nix's
+        ``registerValidPaths``).
+
+        :raises DatabaseError: when a reference is neither valid nor among
+            ``infos``; nothing is registered then.
+        """
+        with self.transaction() as db:
+            for info in infos:
+                self._upsert(db, info)
+            for info in infos:
+                self._set_references(db, info)
+
+    def _upsert(self, db: sqlite3.Connection, info: PathInfo) -> None:
+        values = (
+            info.nar_hash.to_string("base16"),
+            info.registration_time,
+            info.deriver,
+            info.nar_size,
+            info.ca,
+        )
+        updated = db.execute(
+            "UPDATE ValidPaths SET hash = ?, registrationTime = ?, deriver = ?, "
+            "narSize = ?, ca = ? WHERE path = ?",
+            (*values, info.path),
+        )
+        if updated.rowcount == 0:
+            db.execute(
+                "INSERT INTO ValidPaths (path, hash, registrationTime, deriver, "
+                "narSize, ca) VALUES (?, ?, ?, ?, ?, ?)",
+                (info.path, *values),
+            )
+
+    def _set_references(self, db: sqlite3.Connection, info: PathInfo) -> None:
+        (ident,) = db.execute(
+            "SELECT id FROM ValidPaths WHERE path = ?", (info.path,)
+        ).fetchone()
+        db.execute("DELETE FROM Refs WHERE referrer = ?", (ident,))
+        found = db.execute(
+            "INSERT INTO Refs (referrer, reference) SELECT ?, id FROM ValidPaths "
+            "WHERE path IN (SELECT value FROM json_each(?))",
+            (ident, _json(info.references)),
+        )
+        if found.rowcount != len(info.references):
+            missing = sorted(set(info.references) - self.query_valid(info.references))
+            raise DatabaseError(
+                f"cannot register '{info.path}': its reference '{missing[0]}' "
+                "is not valid",
+                "add or register the references first, or in the same batch",
+                info.path,
+            )
+
+    def register_outputs(self, drv_path: str, outputs: dict[str, str]) -> None:
+        """Record ``outputs`` (name to path) of the valid derivation ``drv_path``."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT id FROM ValidPaths WHERE path = ?", (drv_path,)
+            ).fetchone()
+            if row is None:
+                raise DatabaseError(
+                    f"cannot record outputs of '{drv_path}': it is not valid",
+                    "add the derivation to the store first",
+                    drv_path,
+                )
+            db.executemany(
+                "INSERT OR REPLACE INTO DerivationOutputs (drv, id, path) "
+                "VALUES (?, ?, ?)",
+                [(row[0], name, path) for name, path in sorted(outputs.items())],
+            )
+
+    def invalidate(self, paths: Sequence[str]) -> None:
+        """Make ``paths`` invalid in one transaction, referrers first.
+
+        :raises DatabaseError: if a valid path outside ``paths`` still refers
+            to one of them; nothing is invalidated then.
+        """
+        with self.transaction() as db:
+            chosen = "(SELECT value FROM json_each(?))"
+            db.execute(
+                "DELETE FROM Refs WHERE referrer IN "
+                f"(SELECT id FROM ValidPaths WHERE path IN {chosen})",
+                (_json(paths),),
+            )
+            try:
+                db.execute(
+                    f"DELETE FROM ValidPaths WHERE path IN {chosen}", (_json(paths),)
+                )
+            except sqlite3.IntegrityError:
+                outside = self.referrers(paths) - set(paths)
+                raise DatabaseError(
+                    f"cannot invalidate '{min(paths)}' and others: "
+                    f"'{min(outside) if outside else '?'}' still refers to them",
+                    "invalidate their referrers too",
+                    min(paths),
+                ) from None
