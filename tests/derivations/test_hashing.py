@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any
+
+import pytest
+
+from derivations.derivation import Derivation, DerivationError, DerivationOutput
+from derivations.hashing import (
+    ModuloCache,
+    derivation_path,
+    hash_derivation_modulo,
+    with_output_paths,
+)
+
+S = "/nix/store"
+
+
+def masked(drv: Derivation) -> Derivation:
+    """Return ``drv`` as it is before its output paths are known."""
+    outputs = {
+        name: DerivationOutput("", out.hash_algo, out.hash, out.recursive)
+        for name, out in drv.outputs.items()
+    }
+    env = {key: "" if key in drv.outputs else value for key, value in drv.env.items()}
+    return dataclasses.replace(drv, outputs=outputs, env=env, path="")
+
+
+def test_derivation_path_equals_nix(golden: Any, golden_path: str) -> None:
+    assert str(derivation_path(golden.drvs[golden_path], S)) == golden_path
+
+
+def test_output_paths_equal_nix(golden: Any, golden_path: str) -> None:
+    drv = golden.drvs[golden_path]
+    computed = with_output_paths(masked(drv), S, golden.drvs.__getitem__, ModuloCache())
+    assert computed.output_paths() == drv.output_paths()
+    assert computed.env == drv.env
+
+
+def test_fixed_output_hash_is_of_its_output_alone(golden: Any) -> None:
+    drv = golden.case("fod-recursive-sha1")
+    out = drv.outputs["out"]
+    expected = f"fixed:out:r:sha1:da39a3ee5e6b4b0d3255bfef95601890afd80709:{out.path}"
+    hashes = hash_derivation_modulo(drv, golden.drvs.__getitem__, True)
+    assert hashes == {"out": hashlib.sha256(expected.encode()).digest()}
+
+
+def test_fixed_outputs_with_other_builders_are_interchangeable(golden: Any) -> None:
+    a, b = golden.case("fod-a"), golden.case("fod-b")
+    assert a.path != b.path and a.builder == b.builder and a.args != b.args
+    assert a.output_paths() == b.output_paths()
+    dep_a, dep_b = golden.case("fod-dependent-a"), golden.case("fod-dependent-b")
+    assert dep_a.path != dep_b.path
+    assert dep_a.output_paths() == dep_b.output_paths()
+    resolve = golden.drvs.__getitem__
+    assert hash_derivation_modulo(dep_a, resolve, False) == hash_derivation_modulo(
+        dep_b, resolve, False
+    )
+
+
+def test_inputs_with_the_same_hash_are_merged(golden: Any) -> None:
+    split, joined = golden.case("fod-parent-split"), golden.case("fod-parent-joined")
+    assert len(split.input_derivations) == 2 and len(joined.input_derivations) == 1
+    assert split.output_paths() == joined.output_paths()
+
+
+def test_input_hashes_are_memoised_by_path(golden: Any) -> None:
+    cache = ModuloCache()
+    drv = golden.case("diamond")
+    hash_derivation_modulo(drv, golden.drvs.__getitem__, True, cache)
+    assert set(cache.hashes) == {
+        path for path in golden.drvs if "diamond-" in path and "top" not in path
+    }
+    read: list[str] = []
+
+    def counting(path: str) -> Derivation:
+        read.append(path)
+        return golden.drvs[path]  # type: ignore[no-any-return]
+
+    hash_derivation_modulo(drv, counting, True, cache)
+    assert read == []
+
+
+def test_masking_changes_the_hash(golden: Any) -> None:
+    drv = golden.case("simple")
+    resolve = golden.drvs.__getitem__
+    assert hash_derivation_modulo(drv, resolve, True) != hash_derivation_modulo(
+        drv, resolve, False
+    )
+
+
+def test_missing_output_of_an_input_is_an_error(golden: Any) -> None:
+    drv = golden.case("chain-c")
+    (input_path,) = drv.input_derivations
+    broken = dataclasses.replace(
+        drv, input_derivations={input_path: frozenset({"dev"})}
+    )
+    with pytest.raises(DerivationError, match="has no such output"):
+        hash_derivation_modulo(broken, golden.drvs.__getitem__, True, ModuloCache())
