@@ -79,7 +79,11 @@ class _Writer:
         elif stat.S_ISDIR(info.st_mode):
             self.directory(path)
         else:
-            raise self.error(path, "has an unsupported type")
+            raise self.error(
+                path,
+                "has an unsupported type",
+                "a NAR holds only regular files, directories and symlinks",
+            )
 
     def symlink(self, path: bytes) -> None:
         """Write a symlink node; its target is taken verbatim."""
@@ -149,14 +153,11 @@ class _Writer:
         """Return the error for a file whose size changed while read."""
         return self.error(path, "changed size while it was being archived")
 
-    def error(self, path: bytes, reason: str) -> NarError:
+    def error(self, path: bytes, reason: str, hint: str | None = None) -> NarError:
         """Return a :class:`NarError` about ``path``."""
         shown = os.fsdecode(path)
         return NarError(
-            f"'{shown}' {reason}",
-            self.written + len(self.pending),
-            path=shown,
-            hint="a NAR holds only regular files, directories and symlinks",
+            f"'{shown}' {reason}", self.written + len(self.pending), shown, hint
         )
 
 
