@@ -30,6 +30,7 @@ whose lock died with the process, and removed when the store is next opened.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import os
@@ -295,6 +296,7 @@ class LocalStore:
             roots = _temp_roots.get(key)
             if roots is None or roots.pid != os.getpid():
                 roots = _temp_roots[key] = TempRoots.create(key)
+                atexit.register(roots.close)
             return roots
 
     def _add_temp_root_locked(self, path: str) -> None:
@@ -308,6 +310,12 @@ class LocalStore:
         """
         with self.gc_lock(shared=True):
             self._add_temp_root_locked(str(path))
+
+    def clear_temp_roots(self) -> None:
+        """Drop every temporary root this process holds (a long-running
+        process that no longer uses the items it added)."""
+        with self.gc_lock(shared=True):
+            self._temp_roots().clear()
 
     def add_permanent_root(self, link: str, path: str | StorePath) -> None:
         """Make ``link`` a symlink to ``path`` and an indirect GC root."""

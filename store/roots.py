@@ -73,6 +73,11 @@ class TempRoots:
             os.write(self.fd, path.encode() + b"\0")
             self.paths.add(path)
 
+    def clear(self) -> None:
+        """Drop every root; the caller holds the GC lock shared."""
+        os.ftruncate(self.fd, 0)
+        self.paths.clear()
+
     def close(self) -> None:
         """Remove the file and release its lock."""
         if self.fd >= 0:
