@@ -15,7 +15,6 @@ on the file contents alone.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import stat
 from collections.abc import Callable
@@ -33,14 +32,17 @@ _BATCH = 1 << 16
 """Gathered tokens are handed out once they pass this size."""
 
 _TYPE = token(b"(") + token(b"type")
-_REGULAR = _TYPE + token(b"regular")
-_EXECUTABLE = token(b"executable") + token(b"")
-_CONTENTS = token(b"contents")
+_FILE = _TYPE + token(b"regular") + token(b"contents")
+_EXECUTABLE_FILE = (
+    _TYPE + token(b"regular") + token(b"executable") + token(b"") + token(b"contents")
+)
 _SYMLINK = _TYPE + token(b"symlink") + token(b"target")
 _DIRECTORY = _TYPE + token(b"directory")
 _ENTRY = token(b"entry") + token(b"(") + token(b"name")
 _NODE = token(b"node")
 _CLOSE = token(b")")
+_ENDS = [padding(size) + _CLOSE for size in range(8)]
+"""What ends a file node of each size modulo 8: padding, then ``)``."""
 
 
 class _Writer:
@@ -63,7 +65,8 @@ class _Writer:
         """Hand out what is queued."""
         if self.pending:
             self.written += len(self.pending)
-            self.write(bytes(self.pending))
+            # A hasher consumes the buffer at once; other callers may keep it.
+            self.write(self.pending if self.reuse else bytes(self.pending))
             self.pending.clear()
 
     def node(self, path: bytes) -> None:
@@ -109,44 +112,60 @@ class _Writer:
     def regular(self, path: bytes, info: os.stat_result) -> None:
         """Write a regular file node, streaming the file's bytes."""
         size = info.st_size
-        header = _REGULAR + (_EXECUTABLE if info.st_mode & stat.S_IXUSR else b"")
-        self.emit(header + _CONTENTS + size.to_bytes(8, "little"))
+        executable = info.st_mode & stat.S_IXUSR
+        header = (_EXECUTABLE_FILE if executable else _FILE) + size.to_bytes(
+            8, "little"
+        )
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as error:
             raise self.error(path, f"cannot be opened: {error.strerror}") from None
-        with open(fd, "rb", buffering=0) as file:
+
+        # Small files, most of a tree, go out with their node in one piece.
+        try:
             if size <= _BATCH:
-                self.small_contents(path, file, size)
-            else:
-                self.flush()
-                self.large_contents(path, file, size)
-        self.emit(padding(size) + _CLOSE)
+                self.emit(
+                    header + self.small_contents(path, fd, size) + _ENDS[size % 8]
+                )
+                return
+            self.emit(header)
+            self.flush()
+            self.large_contents(path, fd, size)
+            self.emit(_ENDS[size % 8])
+        finally:
+            os.close(fd)
 
-    def small_contents(self, path: bytes, file: io.FileIO, size: int) -> None:
-        """Queue the whole of a small file, checking its size."""
-        data = file.read(size + 1)
-        if data is None or len(data) != size:
+    def small_contents(self, path: bytes, fd: int, size: int) -> bytes:
+        """Return the whole of a small file, checking its size."""
+        try:
+            data = os.read(fd, size + 1)
+        except OSError as error:
+            raise self.error(path, f"cannot be read: {error.strerror}") from None
+        if len(data) != size:
             raise self.changed(path)
-        self.emit(data)
+        return data
 
-    def large_contents(self, path: bytes, file: io.FileIO, size: int) -> None:
+    def large_contents(self, path: bytes, fd: int, size: int) -> None:
         """Hand out a large file chunk by chunk, checking its size."""
         view = memoryview(self.buffer)
         left = size
-        while left:
-            if self.reuse:
-                count = file.readinto(view[: min(left, _CHUNK)]) or 0
-                chunk: bytes | memoryview = view[:count]
-            else:
-                chunk = file.read(min(left, _CHUNK)) or b""
-                count = len(chunk)
-            if count == 0:
-                raise self.changed(path)
-            self.write(chunk)
-            self.written += count
-            left -= count
-        if file.read(1):
+        try:
+            while left:
+                if self.reuse:
+                    count = os.readv(fd, [view[: min(left, _CHUNK)]])
+                    chunk: bytes | memoryview = view[:count]
+                else:
+                    chunk = os.read(fd, min(left, _CHUNK))
+                    count = len(chunk)
+                if count == 0:
+                    raise self.changed(path)
+                self.write(chunk)
+                self.written += count
+                left -= count
+            grown = os.read(fd, 1)
+        except OSError as error:
+            raise self.error(path, f"cannot be read: {error.strerror}") from None
+        if grown:
             raise self.changed(path)
 
     def changed(self, path: bytes) -> NarError:
