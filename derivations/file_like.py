@@ -251,12 +251,28 @@ def _lower_local(obj: LocalFile, system: str) -> MValue[Any]:
     def add(state: Any) -> StorePath:
         _check_local(obj.file, obj.recursive)
         with _selected(obj) as path:
-            added: StorePath = state.store.add_path(
-                path, name=obj.name, recursive=obj.recursive
-            )
-            return added
+            if obj.recursive:
+                added: StorePath = state.store.add_path(path, name=obj.name)
+                return added
+            return _add_flat(state.store, path, obj.name)
 
     return MValue(add, "local-file")
+
+
+def _add_flat(store: Any, path: str, name: str) -> StorePath:
+    """Add the bytes of ``path`` flat, dropping its executable bit (Guix's
+    ``local-file`` semantics; the store keeps the bit, as ``nix-store
+    --add-fixed`` does)."""
+    expected: StorePath = store.add_path(path, name=name, recursive=False, dry_run=True)
+    if store.is_valid(expected):
+        return expected
+    with tempfile.TemporaryDirectory(prefix="pyguix-flat-") as temp:
+        copy = os.path.join(temp, "file")
+        shutil.copyfile(path, copy)
+        os.chmod(copy, 0o444)
+        added: StorePath = store.add_path(copy, name=name, recursive=False)
+    assert added == expected, (added, expected)
+    return added
 
 
 register_compiler(
