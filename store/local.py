@@ -412,21 +412,24 @@ class LocalStore:
             with self.lock_paths([text]):
                 if self.is_valid(text):
                     return
-                nar_hash, nar_size = self._write_item(path, write, expected)
-                pause_point("before-register")
-                info = PathInfo(
-                    text, nar_hash, nar_size, references, None, int(time.time()), ca
-                )
-                self.db.register([info])
-                pause_point("after-register")
+                with self.adding(path) as entry:
+                    nar_hash, nar_size = self._write_item(path, entry, write, expected)
+                    pause_point("before-register")
+                    info = PathInfo(
+                        text, nar_hash, nar_size, references, None, int(time.time()), ca
+                    )
+                    self.db.register([info])
+                    pause_point("after-register")
 
     def _write_item(
         self,
         path: StorePath,
+        entry: Adding,
         write: Callable[[str], None],
         expected: tuple[Hash, int] | None,
     ) -> tuple[Hash, int]:
-        """Write ``path`` under a temporary name and move it into place.
+        """Write ``path`` under the temporary name of ``entry``, then move it
+        into place.
 
         The caller holds the path lock.  Returns the NAR hash and size.
         """
@@ -434,21 +437,20 @@ class LocalStore:
         if os.path.lexists(target):
             logger.info("removing invalid '%s' before adding it", path)
             remove_tree(target)
-        with self.adding(path) as entry:
-            temp = entry.temp
-            write(temp)
-            pause_point("after-write")
-            canonicalise(temp)
-            nar_hash, nar_size = nar.hash_path(temp)
-            if expected is not None and (nar_hash, nar_size) != expected:
-                raise StoreError(
-                    f"cannot add '{path}': its source changed while it was copied",
-                    "retry once the source is no longer being modified",
-                )
-            _fsync_tree(temp)
-            pause_point("before-rename")
-            os.rename(temp, target)
-            _fsync(self.real_store_dir)
+        temp = entry.temp
+        write(temp)
+        pause_point("after-write")
+        canonicalise(temp)
+        nar_hash, nar_size = nar.hash_path(temp)
+        if expected is not None and (nar_hash, nar_size) != expected:
+            raise StoreError(
+                f"cannot add '{path}': its source changed while it was copied",
+                "retry once the source is no longer being modified",
+            )
+        _fsync_tree(temp)
+        pause_point("before-rename")
+        os.rename(temp, target)
+        _fsync(self.real_store_dir)
         return nar_hash, nar_size
 
     @contextmanager

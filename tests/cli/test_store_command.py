@@ -1,0 +1,121 @@
+"""'pyguix store': add, dump, restore, export, import, query, verify, run as
+real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from store import nar
+
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "export"
+
+
+def pyguix(
+    tmp_path: Path, *args: str, stdin: bytes = b"", nix: bool = False
+) -> subprocess.CompletedProcess[bytes]:
+    """Run pyguix on a store under ``tmp_path`` (named /nix/store if ``nix``)."""
+    if nix:
+        where = [
+            "--store-dir",
+            "/nix/store",
+            "--state-dir",
+            "/nix/var/nix",
+            "--root",
+            str(tmp_path / "root"),
+        ]
+    else:
+        where = [
+            "--store-dir",
+            str(tmp_path / "store"),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ]
+    return subprocess.run(
+        [sys.executable, "-m", "pyguix", *where, *args],
+        input=stdin,
+        capture_output=True,
+        check=False,
+    )
+
+
+def test_add_query_and_dry_run(tmp_path: Path, tree: Path) -> None:
+    dry = pyguix(tmp_path, "store", "add", "--dry-run", str(tree))
+    assert dry.returncode == 0
+    path = dry.stdout.decode().strip()
+    assert not os.path.exists(path)
+
+    added = pyguix(tmp_path, "store", "add", str(tree), str(tree / "README"))
+    lines = added.stdout.decode().split()
+    assert lines[0] == path and len(lines) == 2
+
+    flat = pyguix(tmp_path, "store", "add", "--flat", str(tree / "README"))
+    assert flat.stdout.decode().strip() != lines[1]
+
+    hashed = pyguix(tmp_path, "store", "query", "--hash", path)
+    assert hashed.stdout.decode().strip() == nar.hash_path(tree)[0].to_string()
+    size = pyguix(tmp_path, "store", "query", "--size", path)
+    assert int(size.stdout) == nar.hash_path(tree)[1]
+    deriver = pyguix(tmp_path, "store", "query", "--deriver", path)
+    assert deriver.stdout == b"unknown-deriver\n"
+
+
+def test_dump_and_restore(tmp_path: Path, tree: Path) -> None:
+    dumped = pyguix(tmp_path, "store", "dump", str(tree))
+    assert dumped.stdout == nar.dump_bytes(tree)
+    restored = pyguix(
+        tmp_path, "store", "restore", str(tmp_path / "out"), stdin=dumped.stdout
+    )
+    assert restored.returncode == 0
+    assert nar.dump_bytes(tmp_path / "out") == dumped.stdout
+
+
+def test_import_nix_stream_then_query_and_export(tmp_path: Path) -> None:
+    stream = (FIXTURES / "closure.export").read_bytes()
+    expected = json.loads((FIXTURES / "expected.json").read_text())
+    imported = pyguix(tmp_path, "store", "import", stdin=stream, nix=True)
+    assert imported.stdout.decode().split() == expected["order"]
+
+    refs = pyguix(
+        tmp_path, "store", "query", "--references", expected["text"], nix=True
+    )
+    assert refs.stdout.decode().split() == expected["text_references"]
+    referrers = pyguix(
+        tmp_path, "store", "query", "--referrers", expected["source"], nix=True
+    )
+    assert referrers.stdout.decode().split() == [expected["text"]]
+    requisites = pyguix(
+        tmp_path, "store", "query", "--requisites", expected["text"], nix=True
+    )
+    assert sorted(requisites.stdout.decode().split()) == sorted(expected["order"])
+
+    exported = pyguix(tmp_path, "store", "export", *expected["order"], nix=True)
+    assert exported.stdout == stream
+
+
+def test_verify_exit_status(tmp_path: Path, tree: Path) -> None:
+    path = pyguix(tmp_path, "store", "add", str(tree)).stdout.decode().strip()
+    assert pyguix(tmp_path, "store", "verify", "--check-contents").returncode == 0
+    os.chmod(f"{path}/README", 0o644)
+    Path(path, "README").write_text("changed\n")
+    bad = pyguix(tmp_path, "store", "verify", "--check-contents", "--repair")
+    assert bad.returncode == 1
+    assert b"corrupt" in bad.stderr and b"error: the store has 1 problem" in bad.stderr
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    missing = pyguix(tmp_path, "store", "add", str(tmp_path / "nope"))
+    assert missing.returncode == 1
+    assert missing.stderr.decode().startswith("error: cannot add")
+    assert b"Traceback" not in missing.stderr
+
+    invalid = pyguix(tmp_path, "store", "query", "--hash", "/elsewhere/x")
+    assert invalid.returncode == 1 and b"not in the store" in invalid.stderr
+
+    truncated = (FIXTURES / "closure.export").read_bytes()[:200]
+    bad_import = pyguix(tmp_path, "store", "import", stdin=truncated, nix=True)
+    assert bad_import.returncode == 1 and b"error:" in bad_import.stderr
+    assert b"Traceback" not in bad_import.stderr
