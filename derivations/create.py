@@ -32,6 +32,7 @@ from store.paths import StorePath, check_name
 
 __all__ = [
     "InputSpec",
+    "clear_read_cache",
     "current_system",
     "derivation",
     "make_derivation",
@@ -47,12 +48,16 @@ PropertyValue = str | int | bool | Sequence[Any]
 _READ_CACHE: dict[tuple[str, str], Derivation] = {}
 
 
-class _Store(Protocol):
-    """What this module needs of a store (see ``store.local.LocalStore``)."""
+class _Reader(Protocol):
+    """What reading derivations needs of a store (``store.local.LocalStore``)."""
 
     store_dir: str
 
     def physical(self, path: str) -> str: ...
+
+
+class _Store(_Reader, Protocol):
+    """What writing derivations needs of a store."""
 
     def add_text(self, name: str, text: bytes, references: Iterable[str]) -> Any: ...
 
@@ -65,7 +70,12 @@ def current_system() -> str:
     return f"{machine}-{sys.platform.rstrip('0123456789')}"
 
 
-def read_derivation(store: _Store, path: str) -> Derivation:
+def clear_read_cache() -> None:
+    """Forget every derivation :func:`read_derivation` has read."""
+    _READ_CACHE.clear()
+
+
+def read_derivation(store: _Reader, path: str) -> Derivation:
     """Read and parse the derivation at ``path`` in ``store`` (Guix's
     ``read-derivation-from-file``), memoised per process.
 

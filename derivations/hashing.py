@@ -38,10 +38,13 @@ from store.paths import (
 
 __all__ = [
     "ModuloCache",
+    "OutputPathMismatch",
     "Resolver",
+    "check_output_paths",
     "derivation_path",
     "hash_derivation_modulo",
     "with_output_paths",
+    "without_output_paths",
 ]
 
 Resolver = Callable[[str], Derivation]
@@ -173,6 +176,71 @@ def with_output_paths(
         env,
         drv.path,
     )
+
+
+def without_output_paths(drv: Derivation) -> Derivation:
+    """Return ``drv`` as it was before its output paths were computed: empty
+    output paths and output variables."""
+    outputs = {
+        name: DerivationOutput("", out.hash_algo, out.hash, out.recursive)
+        for name, out in drv.outputs.items()
+    }
+    env = {key: "" if key in drv.outputs else value for key, value in drv.env.items()}
+    return Derivation(
+        drv.name,
+        outputs,
+        drv.input_derivations,
+        drv.input_sources,
+        drv.system,
+        drv.builder,
+        drv.args,
+        env,
+        drv.path,
+    )
+
+
+class OutputPathMismatch(DerivationError):
+    """Report an output path, or output variable, that is not the computed one.
+
+    :param output: the output name.
+    :param actual: the path the derivation gives.
+    :param expected: the path computed from the derivation.
+    """
+
+    def __init__(
+        self, drv: Derivation, output: str, actual: str, expected: str
+    ) -> None:
+        where = drv.path or drv.name
+        super().__init__(
+            where,
+            f"output '{output}' of derivation '{where}' is '{actual}', "
+            f"but its computed path is '{expected}'",
+            "the derivation was changed after its output paths were computed; "
+            "recreate it",
+        )
+        self.output = output
+        self.actual = actual
+        self.expected = expected
+
+
+def check_output_paths(
+    drv: Derivation,
+    store_dir: str,
+    resolve: Resolver,
+    cache: ModuloCache | None = None,
+) -> None:
+    """Check that ``drv``'s output paths, and the variables named after its
+    outputs, are the ones computed from it (Nix's ``checkInvariants``).
+
+    :raises OutputPathMismatch: naming the first output that differs.
+    """
+    computed = with_output_paths(without_output_paths(drv), store_dir, resolve, cache)
+    for name in sorted(drv.outputs):
+        expected = computed.outputs[name].path
+        if drv.outputs[name].path != expected:
+            raise OutputPathMismatch(drv, name, drv.outputs[name].path, expected)
+        if drv.env.get(name) != expected:
+            raise OutputPathMismatch(drv, name, drv.env.get(name, ""), expected)
 
 
 def derivation_path(

@@ -6,25 +6,18 @@ from typing import Any
 
 import pytest
 
-from derivations.derivation import Derivation, DerivationError, DerivationOutput
+from derivations.derivation import Derivation, DerivationError
 from derivations.hashing import (
     ModuloCache,
+    OutputPathMismatch,
+    check_output_paths,
     derivation_path,
     hash_derivation_modulo,
     with_output_paths,
+    without_output_paths,
 )
 
 S = "/nix/store"
-
-
-def masked(drv: Derivation) -> Derivation:
-    """Return ``drv`` as it is before its output paths are known."""
-    outputs = {
-        name: DerivationOutput("", out.hash_algo, out.hash, out.recursive)
-        for name, out in drv.outputs.items()
-    }
-    env = {key: "" if key in drv.outputs else value for key, value in drv.env.items()}
-    return dataclasses.replace(drv, outputs=outputs, env=env, path="")
 
 
 def test_derivation_path_equals_nix(golden: Any, golden_path: str) -> None:
@@ -33,7 +26,9 @@ def test_derivation_path_equals_nix(golden: Any, golden_path: str) -> None:
 
 def test_output_paths_equal_nix(golden: Any, golden_path: str) -> None:
     drv = golden.drvs[golden_path]
-    computed = with_output_paths(masked(drv), S, golden.drvs.__getitem__, ModuloCache())
+    computed = with_output_paths(
+        without_output_paths(drv), S, golden.drvs.__getitem__, ModuloCache()
+    )
     assert computed.output_paths() == drv.output_paths()
     assert computed.env == drv.env
 
@@ -98,3 +93,27 @@ def test_missing_output_of_an_input_is_an_error(golden: Any) -> None:
     )
     with pytest.raises(DerivationError, match="has no such output"):
         hash_derivation_modulo(broken, golden.drvs.__getitem__, True, ModuloCache())
+
+
+def test_golden_output_paths_check(golden: Any, golden_path: str) -> None:
+    check_output_paths(
+        golden.drvs[golden_path], S, golden.drvs.__getitem__, ModuloCache()
+    )
+
+
+def test_a_changed_derivation_fails_the_check(golden: Any) -> None:
+    drv = golden.case("multi")
+    changed = dataclasses.replace(drv, args=("-c", "false"))
+    with pytest.raises(OutputPathMismatch) as error:
+        check_output_paths(changed, S, golden.drvs.__getitem__)
+    assert error.value.output == "dev"
+    assert error.value.actual == drv.output_path("dev")
+    assert error.value.expected != error.value.actual
+    assert f"'{error.value.expected}'" in str(error.value)
+
+
+def test_an_output_variable_must_hold_its_path(golden: Any) -> None:
+    drv = golden.case("simple")
+    changed = dataclasses.replace(drv, env={**drv.env, "out": "/elsewhere"})
+    with pytest.raises(OutputPathMismatch, match="'/elsewhere'"):
+        check_output_paths(changed, S, golden.drvs.__getitem__)
