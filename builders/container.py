@@ -1,0 +1,860 @@
+"""The container runtime: run a program in fresh Linux namespaces over a new root.
+
+This mirrors Guix's ``call-with-container`` and ``container-excursion``
+(``gnu/build/linux-container.scm``) and is what a system's ``run-container``
+script calls (issue 6, item 6).  The build sandbox (:mod:`builders.sandbox`)
+is the same machinery with a build's settings.
+
+How a container starts
+----------------------
+
+Three processes take part::
+
+    caller (P) --fork--> helper (C) --unshare(user, mnt, pid, ...)--+
+                                      --fork--> init (G), PID 1 inside
+
+The caller forks the helper *before* anything else: ``unshare`` of a user
+namespace fails with ``EINVAL`` in a process with threads, and a fresh fork
+has one thread whatever the caller runs.  The helper unshares the
+namespaces and tells the caller, which writes the uid and gid maps (only a
+process outside may map ids other than its own); the helper then forks the
+init, the first process of the new PID namespace, and waits for it.  The
+init assembles the root (below), becomes PID 1's payload (``execve`` of a
+program, or a Python callable) and reports ``ready``.  Every message,
+errors included, travels as one JSON line over a close-on-exec pipe, so a
+failed mount reaches the caller as a :class:`~builders.linux.LinuxError`
+naming the call, never as a silent exit status (Guix bug 23306).
+
+The helper carries ``PR_SET_PDEATHSIG`` for the caller and the init for the
+helper: when pyguix dies, the helper dies, then the init, and the kernel
+kills every process of the PID namespace with it.
+
+The root
+--------
+
+A tmpfs mounted on a fresh temporary directory of the host (removed
+afterwards; the host only ever sees it empty); ``/proc`` for the new PID
+namespace; ``/sys`` read-only with a private network namespace (``EPERM``
+tolerated, Guix issue 61690); a tmpfs ``/dev`` with the host's ``null``,
+``zero``, ``full``, ``random``, ``urandom`` and ``tty`` bound in (a user
+namespace cannot make device nodes), a new ``devpts`` instance with
+``/dev/ptmx`` pointing into it (Guix bug 36463), ``/dev/shm`` and the
+``/dev/fd`` links; then the caller's mounts, in order.  A read-only bind is
+a bind followed by a read-only remount that repeats the source's flags
+(:func:`~builders.linux.bind_flags_of`).  Then ``pivot_root`` and the old
+root is detached; ``lo`` is brought up in a private network namespace.
+
+Bind sources are opened (``O_PATH``) before the init changes its ids, and
+mounted through ``/proc/self/fd``: the init must look host paths up with
+the caller's ids, but create files in its tmpfs with ids mapped in the new
+namespace (the kernel refuses, ``EOVERFLOW``, to create files for an
+unmapped owner).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import stat
+import sys
+import tempfile
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from builders import linux
+from builders.linux import LinuxError
+from store.errors import PyguixError
+
+__all__ = [
+    "ALL_NAMESPACES",
+    "BindMount",
+    "ContainerError",
+    "FileSystemSpec",
+    "call_with_container",
+    "container_excursion",
+    "enter_hint",
+    "exit_status",
+]
+
+#: The namespaces a container gets by default, as Guix's ``%namespaces``
+#: (without ``cgroup``).
+ALL_NAMESPACES = frozenset({"user", "mnt", "pid", "ipc", "uts", "net"})
+
+_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+class ContainerError(PyguixError):
+    """Report that a container could not be set up or entered."""
+
+
+@dataclass(frozen=True)
+class FileSystemSpec:
+    """A file system to mount in a container or sandbox.
+
+    A bind mount (``type="bind"``) makes host path ``source`` visible at
+    ``target`` inside; any other type is mounted as mount(2) would, with
+    ``source`` as the device (``"none"`` for tmpfs-like ones) and ``options``
+    as its data string.
+    """
+
+    source: str
+    """Host path for a bind; device name otherwise."""
+    target: str
+    """Absolute path inside the container; its mount point is created."""
+    writable: bool = False
+    """False mounts it read-only (a bind is remounted read-only)."""
+    type: str = "bind"
+    """The file system type, or ``"bind"``."""
+    options: str | None = None
+    """The data string of a non-bind mount, as ``"mode=1777,size=64m"``."""
+    flags: int = 0
+    """Extra ``MS_*`` flags."""
+
+    @property
+    def is_bind(self) -> bool:
+        """Tell whether this is a bind mount."""
+        return self.type == "bind"
+
+
+@dataclass(frozen=True)
+class BindMount(FileSystemSpec):
+    """A bind mount: ``BindMount(source_on_host, target_inside, writable)``."""
+
+    def __post_init__(self) -> None:
+        assert self.type == "bind", "BindMount is a bind mount"
+
+
+# ---------------------------------------------------------------------------
+# What the init must do, prepared by the caller
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the helper and init processes do, decided in the caller.
+
+    Internal to the sandbox and the container runtime: the fields are the
+    knobs of :func:`call_with_container` and of a build, resolved.
+    """
+
+    namespaces: frozenset[str]
+    root: str
+    mounts: tuple[FileSystemSpec, ...] = ()
+    uid_map: str = ""
+    gid_map: str = ""
+    deny_setgroups: bool = False
+    become_root: bool = False
+    guest_uid: int | None = None
+    guest_gid: int | None = None
+    hostname: str | None = None
+    loopback: bool = True
+    writable_root: bool = True
+    mount_sys: bool = False
+    directories: tuple[tuple[str, int], ...] = (("/tmp", 0o1777),)
+    files: tuple[tuple[str, bytes], ...] = ()
+    cwd: str = "/"
+    umask: int | None = None
+    new_session: bool = False
+    no_new_privs: bool = False
+    stdio: tuple[int | None, int | None, int | None] = (None, None, None)
+    argv: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    function: Callable[[], int | None] | None = None
+
+    @property
+    def flags(self) -> int:
+        """Return the unshare(2) flags of the namespaces."""
+        flags = 0
+        for name in self.namespaces:
+            flags |= linux.NAMESPACE_FLAGS[name]
+        return flags
+
+
+@dataclass(frozen=True)
+class Launched:
+    """A started container: the helper's and the init's host PIDs."""
+
+    helper_pid: int
+    pid: int
+    messages: MessageReader
+
+
+class MessageReader:
+    """Read JSON lines from the helper and init processes' report pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.eof = False
+        self._buffer = b""
+        self._pending: list[dict[str, object]] = []
+
+    def fill(self) -> None:
+        """Read once from the pipe; at end of file set :attr:`eof`."""
+        data = os.read(self.fd, 65536)
+        if not data:
+            self.eof = True
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        self._pending.extend(json.loads(line) for line in lines if line)
+
+    def pop(self) -> dict[str, object] | None:
+        """Return the next complete message already read, or ``None``."""
+        return self._pending.pop(0) if self._pending else None
+
+    def next(self) -> dict[str, object] | None:
+        """Return the next message, blocking; ``None`` at end of file."""
+        while not self._pending and not self.eof:
+            self.fill()
+        return self.pop()
+
+    def close(self) -> None:
+        """Close the pipe."""
+        os.close(self.fd)
+
+
+def _send(fd: int, message: dict[str, object]) -> None:
+    os.write(fd, json.dumps(message).encode() + b"\n")
+
+
+def error_message(error: BaseException, root: str = "") -> dict[str, object]:
+    """Return an exception raised during setup as a message for the caller.
+
+    Paths under ``root`` (the new root, as the init saw it before
+    ``pivot_root``) are shown as they are seen from inside.
+    """
+
+    def inside(text: str) -> str:
+        return text.replace(root, "") if root else text
+
+    if isinstance(error, LinuxError):
+        data = error.to_dict()
+        data["arguments"] = [inside(str(argument)) for argument in error.arguments]
+        return {"error": {"kind": "linux", **data}}
+    if isinstance(error, PyguixError):
+        text, hint = inside(error.message), error.hint
+    elif isinstance(error, OSError):
+        name = f" '{inside(str(error.filename))}'" if error.filename else ""
+        text, hint = f"cannot set up the new root:{name}: {error.strerror}", None
+    else:
+        detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+        text, hint = f"setup of the new root failed: {detail}", None
+    return {"error": {"kind": "setup", "message": text, "hint": hint}}
+
+
+def raise_error(
+    message: Mapping[str, object], error_class: type[PyguixError]
+) -> NoReturn:
+    """Raise the error carried by ``message``, as sent by :func:`error_message`."""
+    data = message["error"]
+    assert isinstance(data, dict)
+    if data.get("kind") == "linux":
+        raise LinuxError.from_dict(data)
+    hint = data.get("hint")
+    raise error_class(str(data["message"]), hint if isinstance(hint, str) else None)
+
+
+# ---------------------------------------------------------------------------
+# The caller's side
+
+
+def launch(plan: Plan, error_class: type[PyguixError] = ContainerError) -> Launched:
+    """Start the helper and init processes of ``plan``; return once ready.
+
+    On a setup error the processes are reaped and the error is raised here.
+    """
+    message_read, message_write = os.pipe2(os.O_CLOEXEC)
+    go_read, go_write = os.pipe2(os.O_CLOEXEC)
+    parent = os.getpid()
+    helper = os.fork()
+    if helper == 0:
+        try:
+            os.close(message_read)
+            os.close(go_write)
+            _helper_main(plan, parent, message_write, go_read)
+        finally:
+            os._exit(2)
+    os.close(message_write)
+    os.close(go_read)
+    reader = MessageReader(message_read)
+    try:
+        pid = _handshake(plan, helper, reader, go_write, error_class)
+    except BaseException:
+        os.close(go_write)
+        os.waitpid(helper, 0)
+        reader.close()
+        raise
+    os.close(go_write)
+    return Launched(helper, pid, reader)
+
+
+def _handshake(
+    plan: Plan,
+    helper: int,
+    reader: MessageReader,
+    go_write: int,
+    error_class: type[PyguixError],
+) -> int:
+    """Map ids, let the helper go on and wait for the init's ``ready``."""
+    _expect(reader.next(), "unshared", error_class)
+    if "user" in plan.namespaces:
+        linux.write_id_maps(helper, plan.uid_map, plan.gid_map, plan.deny_setgroups)
+    os.write(go_write, b"g")
+    message = _expect(reader.next(), "pid", error_class)
+    pid = message["pid"]
+    assert isinstance(pid, int)
+    try:
+        _expect(reader.next(), "ready", error_class)
+    except BaseException:
+        kill_quietly(pid)
+        raise
+    return pid
+
+
+def _expect(
+    message: dict[str, object] | None, key: str, error_class: type[PyguixError]
+) -> dict[str, object]:
+    if message is None:
+        raise error_class(
+            "the container's setup process exited without a word",
+            "look for a message from the kernel (dmesg) or a crash",
+        )
+    if "error" in message:
+        raise_error(message, error_class)
+    assert key in message, (key, message)
+    return message
+
+
+def kill_quietly(pid: int, signum: int = signal.SIGKILL) -> None:
+    """Send ``signum`` to ``pid``, which may have exited already."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def wait_helper(launched: Launched) -> int:
+    """Read the init's wait status from the helper, reap it, and return it."""
+    status: int | None = None
+    while (message := launched.messages.next()) is not None:
+        if "status" in message:
+            raw = message["status"]
+            assert isinstance(raw, int)
+            status = raw
+    launched.messages.close()
+    _, helper_status = os.waitpid(launched.helper_pid, 0)
+    if status is None:
+        # The helper died before the init: count it as a kill of the init.
+        return helper_status if os.WIFSIGNALED(helper_status) else signal.SIGKILL
+    return status
+
+
+def exit_status(status: int) -> int:
+    """Turn a wait status into an exit status: the code, or 128 + signal."""
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return 128 + os.WSTOPSIG(status)
+
+
+def id_maps(
+    host_uids: int, host_uid_base: int | None, guest_id: int = 0
+) -> tuple[str, str, bool]:
+    """Return the uid map, gid map and setgroups choice of a container.
+
+    Root maps ``host_uids`` ids from ``host_uid_base`` (default: its own
+    uid, 0, as Guix does); anyone else maps its own uid and gid alone, and
+    must deny setgroups first.
+    """
+    uid, gid = os.getuid(), os.getgid()
+    if uid != 0:
+        return f"{guest_id} {uid} 1", f"{guest_id} {gid} 1", True
+    base = uid if host_uid_base is None else host_uid_base
+    return f"{guest_id} {base} {host_uids}", f"{guest_id} {base} {host_uids}", False
+
+
+# ---------------------------------------------------------------------------
+# The helper process
+
+
+def _helper_main(plan: Plan, parent: int, report: int, go: int) -> NoReturn:
+    """Unshare the namespaces, fork the init and report its wait status."""
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(signum, signal.SIG_IGN)
+        linux.set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(2)
+        linux.unshare(plan.flags)
+        _send(report, {"unshared": True})
+        if os.read(go, 1) != b"g":
+            os._exit(2)
+        os.close(go)
+        pid = os.fork()
+        if pid == 0:
+            _init_main(plan, report)
+        _send(report, {"pid": pid})
+        for fd in set(plan.stdio):
+            if fd is not None and fd > 2:
+                os.close(fd)
+        _, status = os.waitpid(pid, 0)
+        _send(report, {"status": status})
+        os._exit(0)
+    except BaseException as error:  # noqa: BLE001 - reported to the caller
+        _send(report, error_message(error))
+        os._exit(3)
+
+
+# ---------------------------------------------------------------------------
+# The init process: PID 1 of the new PID namespace
+
+
+def _init_main(plan: Plan, report: int) -> NoReturn:
+    """Assemble the root, drop privileges and run the payload."""
+    try:
+        for signum in (
+            signal.SIGINT,
+            signal.SIGTERM,
+            signal.SIGHUP,
+            signal.SIGQUIT,
+            signal.SIGPIPE,
+            signal.SIGXFSZ,
+        ):
+            signal.signal(signum, signal.SIG_DFL)
+        linux.set_parent_death_signal(signal.SIGKILL)
+        sources = _open_sources(plan)
+        _take_ids(plan)
+        _assemble_root(plan, sources)
+        _enter_root(plan)
+        _configure(plan)
+    except BaseException as error:  # noqa: BLE001 - reported to the caller
+        _send(report, error_message(error, plan.root))
+        os._exit(3)
+    _send(report, {"ready": True})
+    _run_payload(plan, report)
+
+
+def _open_sources(plan: Plan) -> dict[str, int]:
+    """Open every host path to bind, as ``O_PATH`` descriptors, keyed by path."""
+    paths = [f"/dev/{name}" for name in _DEVICES]
+    paths += [spec.source for spec in plan.mounts if spec.is_bind]
+    sources: dict[str, int] = {}
+    for path in paths:
+        if path in sources:
+            continue
+        try:
+            sources[path] = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if not path.startswith("/dev/"):
+                raise ContainerError(
+                    f"bind mount source '{path}' does not exist",
+                    "create it, or drop the mapping",
+                ) from None
+    return sources
+
+
+def _take_ids(plan: Plan) -> None:
+    """Drop supplementary groups and become the namespace's root if mapped."""
+    if not plan.deny_setgroups and "user" in plan.namespaces:
+        os.setgroups([])
+    if plan.become_root:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        linux.set_dumpable(True)
+
+
+def _assemble_root(plan: Plan, sources: dict[str, int]) -> None:
+    root = plan.root
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    linux.mount("none", root, "tmpfs", 0, "mode=0755")
+
+    for directory, mode in plan.directories:
+        os.makedirs(root + directory, exist_ok=True)
+        os.chmod(root + directory, mode)
+    for path, content in plan.files:
+        os.makedirs(os.path.dirname(root + path), exist_ok=True)
+        with open(root + path, "wb") as port:
+            port.write(content)
+        os.chmod(root + path, 0o444)
+
+    _mount_proc_and_sys(plan)
+    _populate_dev(root, sources)
+    for spec in plan.mounts:
+        _mount_one(root, spec, sources.get(spec.source))
+    for fd in sources.values():
+        os.close(fd)
+
+
+def _mount_proc_and_sys(plan: Plan) -> None:
+    nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+    os.makedirs(plan.root + "/proc", exist_ok=True)
+    if "pid" in plan.namespaces:
+        linux.mount("proc", plan.root + "/proc", "proc", nosuid_nodev_noexec)
+    else:
+        linux.mount("/proc", plan.root + "/proc", None, linux.MS_BIND | linux.MS_REC)
+
+    if plan.mount_sys and "net" in plan.namespaces:
+        os.makedirs(plan.root + "/sys", exist_ok=True)
+        try:
+            linux.mount(
+                "sysfs",
+                plan.root + "/sys",
+                "sysfs",
+                nosuid_nodev_noexec | linux.MS_RDONLY,
+            )
+        except LinuxError as error:
+            if error.errno != errno.EPERM:
+                raise
+
+
+def _populate_dev(root: str, sources: dict[str, int]) -> None:
+    dev = root + "/dev"
+    os.makedirs(dev, exist_ok=True)
+    linux.mount(
+        "none",
+        dev,
+        "tmpfs",
+        linux.MS_NOSUID | linux.MS_NOEXEC | linux.MS_STRICTATIME,
+        "mode=0755",
+    )
+    for name in _DEVICES:
+        fd = sources.get(f"/dev/{name}")
+        if fd is not None:
+            _touch(f"{dev}/{name}")
+            linux.mount(f"/proc/self/fd/{fd}", f"{dev}/{name}", None, linux.MS_BIND)
+
+    os.mkdir(f"{dev}/pts")
+    linux.mount(
+        "devpts",
+        f"{dev}/pts",
+        "devpts",
+        linux.MS_NOSUID | linux.MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )
+    os.symlink("pts/ptmx", f"{dev}/ptmx")
+    os.mkdir(f"{dev}/shm")
+    linux.mount(
+        "none",
+        f"{dev}/shm",
+        "tmpfs",
+        linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
+        "mode=1777",
+    )
+    os.symlink("/proc/self/fd", f"{dev}/fd")
+    for number, name in enumerate(("stdin", "stdout", "stderr")):
+        os.symlink(f"/proc/self/fd/{number}", f"{dev}/{name}")
+
+
+def _touch(path: str) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+
+
+def _mount_one(root: str, spec: FileSystemSpec, fd: int | None) -> None:
+    """Mount ``spec`` under ``root``, creating its mount point."""
+    target = root + spec.target
+    read_only = 0 if spec.writable else linux.MS_RDONLY
+    if not spec.is_bind:
+        os.makedirs(target, exist_ok=True)
+        linux.mount(
+            spec.source, target, spec.type, spec.flags | read_only, spec.options
+        )
+        return
+
+    assert fd is not None
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if not os.path.lexists(target):
+            _touch(target)
+    linux.mount(f"/proc/self/fd/{fd}", target, None, linux.MS_BIND | linux.MS_REC)
+    if read_only:
+        flags = linux.bind_flags_of(fd) | spec.flags | read_only
+        linux.mount(None, target, None, linux.MS_REMOUNT | linux.MS_BIND | flags)
+
+
+def _enter_root(plan: Plan) -> None:
+    """Make the assembled root the root: pivot_root, then detach the old one."""
+    os.chdir(plan.root)
+    linux.pivot_root(".", ".")
+    linux.umount2(".", linux.MNT_DETACH)
+    os.chdir("/")
+    os.chmod("/", 0o755)
+    if not plan.writable_root:
+        flags = linux.bind_flags_of("/") | linux.MS_RDONLY
+        linux.mount(None, "/", None, linux.MS_REMOUNT | linux.MS_BIND | flags)
+
+
+def _configure(plan: Plan) -> None:
+    """Set the host name, bring ``lo`` up, switch ids, and the process state."""
+    if plan.hostname is not None and "uts" in plan.namespaces:
+        linux.sethostname(plan.hostname)
+    if plan.loopback and "net" in plan.namespaces:
+        linux.bring_interface_up("lo")
+    if plan.guest_gid is not None:
+        os.setresgid(plan.guest_gid, plan.guest_gid, plan.guest_gid)
+    if plan.guest_uid is not None:
+        os.setresuid(plan.guest_uid, plan.guest_uid, plan.guest_uid)
+    # A change of ids clears the parent-death signal: set it again.
+    linux.set_parent_death_signal(signal.SIGKILL)
+    if plan.no_new_privs:
+        linux.set_no_new_privs()
+    if plan.new_session:
+        os.setsid()
+    if plan.umask is not None:
+        os.umask(plan.umask)
+    os.chdir(plan.cwd)
+
+
+def _run_payload(plan: Plan, report: int) -> NoReturn:
+    """Run the program or the callable; never return."""
+    stdin, stdout, stderr = plan.stdio
+    for fd, number in ((stdin, 0), (stdout, 1), (stderr, 2)):
+        if fd is not None:
+            os.dup2(fd, number)
+    if plan.function is not None:
+        os.close(report)
+        os.environ.clear()
+        os.environ.update(plan.env)
+        _run_function(plan.function)
+
+    if stdin is None and plan.new_session:
+        os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+    os.closerange(3, report)
+    os.closerange(report + 1, 65536)
+    try:
+        os.execve(plan.argv[0], list(plan.argv), dict(plan.env))
+    except OSError as error:
+        message = f"cannot run '{plan.argv[0]}' in the container: {error.strerror}"
+        _send(
+            report,
+            {
+                "error": {
+                    "kind": "setup",
+                    "message": message,
+                    "hint": "give an absolute path to a program "
+                    "that is mounted in the container",
+                }
+            },
+        )
+    os._exit(127)
+
+
+def _run_function(function: Callable[[], int | None]) -> NoReturn:
+    code = 1
+    try:
+        result = function()
+        code = result if isinstance(result, int) else 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except BaseException:  # noqa: BLE001 - the payload's failure is its status
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+# ---------------------------------------------------------------------------
+# call_with_container
+
+
+def call_with_container(
+    mounts: Sequence[FileSystemSpec],
+    command: Sequence[str] | Callable[[], int | None],
+    *,
+    namespaces: Iterable[str] = ALL_NAMESPACES,
+    host_uids: int = 65536,
+    host_uid_base: int | None = None,
+    hostname: str | None = None,
+    env: Mapping[str, str] | None = None,
+    pid_files: Sequence[str] = (),
+    relayed_signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
+    writable_root: bool = True,
+    loopback: bool = True,
+    process_spawned_hook: Callable[[int], None] | None = None,
+) -> int:
+    """Run ``command`` as PID 1 of a new container and return its exit status.
+
+    Mirrors Guix's ``call-with-container``; unlike Guix's ``run-container``
+    script, the container's status is returned: its exit code, or 128 plus
+    the signal that killed it.
+
+    :param mounts: file systems to mount, in order, after ``/proc``,
+        ``/dev`` and ``/tmp``; the store is one of them (read-only).
+    :param command: an argument vector (``argv[0]`` an absolute path inside
+        the container) or a callable run in the forked init, whose integer
+        result is the exit code.
+    :param namespaces: names among ``user mnt pid ipc uts net``; leave out
+        ``net`` to share the host's network.  ``mnt`` is required.
+    :param host_uids: how many ids root maps; anyone else maps one.
+    :param host_uid_base: the first host id that root maps to 0 inside;
+        ``None`` maps 0 to the caller's own id, as Guix does (container
+        root is then host root for files it can reach); give a subordinate
+        range (as 100000) to map it to unprivileged ids instead.
+    :param hostname: the host name inside (private UTS namespace).
+    :param env: the whole environment of ``command``; nothing is inherited.
+    :param pid_files: files where the container's PID is written (the bare
+        number), as ``run-container --pid-file``.
+    :param relayed_signals: signals the caller forwards to the container's
+        PID 1 while it waits (only from the main thread).
+    :param writable_root: False remounts the root read-only after setup.
+    :param loopback: bring ``lo`` up in a private network namespace.
+    :param process_spawned_hook: called with the host PID of the
+        container's PID 1 once it is ready; :func:`enter_hint` says how to
+        enter it.
+    :raises LinuxError: a system call of the setup failed.
+    :raises ContainerError: another setup failure, as a missing bind source.
+    """
+    chosen = frozenset(namespaces)
+    assert "mnt" in chosen and chosen <= ALL_NAMESPACES, chosen
+    uid_map, gid_map, deny = id_maps(host_uids, host_uid_base)
+    root = tempfile.mkdtemp(prefix="pyguix-container-")
+    plan = Plan(
+        namespaces=chosen,
+        root=root,
+        mounts=tuple(mounts),
+        uid_map=uid_map,
+        gid_map=gid_map,
+        deny_setgroups=deny,
+        become_root=os.getuid() == 0 and host_uid_base not in (None, 0),
+        hostname=hostname,
+        loopback=loopback,
+        writable_root=writable_root,
+        mount_sys=True,
+        env=dict(env or {}),
+        argv=() if callable(command) else tuple(command),
+        function=command if callable(command) else None,
+    )
+    try:
+        launched = launch(plan)
+        return exit_status(
+            _wait_relaying(launched, relayed_signals, pid_files, process_spawned_hook)
+        )
+    finally:
+        os.rmdir(root)
+
+
+def _wait_relaying(
+    launched: Launched,
+    relayed: Sequence[int],
+    pid_files: Sequence[str],
+    hook: Callable[[int], None] | None,
+) -> int:
+    """Relay signals to the container while waiting for it; return its status."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = {}
+    if main:
+        for signum in relayed:
+            previous[signum] = signal.signal(
+                signum, lambda number, _frame: kill_quietly(launched.pid, number)
+            )
+    try:
+        for path in pid_files:
+            with open(path, "w") as port:
+                port.write(str(launched.pid))
+        if hook is not None:
+            hook(launched.pid)
+        return wait_helper(launched)
+    except BaseException:
+        kill_quietly(launched.pid)
+        wait_helper(launched)
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def enter_hint(pid: int) -> str:
+    """Return the sentence telling how to enter the container of ``pid``."""
+    return (
+        f"container is running as PID {pid}; enter it with "
+        f"'pyguix container exec {pid} COMMAND...' or 'nsenter -a -t {pid}'"
+    )
+
+
+# ---------------------------------------------------------------------------
+# container_excursion
+
+
+_EXCURSION_ORDER = ("user", "ipc", "uts", "net", "pid", "mnt")
+
+
+def container_excursion(
+    pid: int, argv: Sequence[str], env: Mapping[str, str] | None = None
+) -> int:
+    """Run ``argv`` inside the namespaces of process ``pid``; return its status.
+
+    Mirrors Guix's ``container-excursion``: the user namespace is joined
+    first (it grants the rights to join the others), the mount namespace
+    last (so ``/proc/PID`` stays reachable until then), and the process
+    forks again, since a new PID namespace applies to children only.  The
+    command gets ``env`` alone and runs in ``/``.
+
+    :returns: the command's exit code, or 128 plus the signal that killed it.
+    :raises ContainerError: ``pid`` does not exist, or ``argv[0]`` cannot run.
+    :raises LinuxError: joining a namespace failed.
+    """
+    if not os.path.isdir(f"/proc/{pid}"):
+        raise ContainerError(f"no process '{pid}'", "give the PID of a container")
+    assert argv, "a command is required"
+    report_read, report_write = os.pipe2(os.O_CLOEXEC)
+    child = os.fork()
+    if child == 0:
+        os.close(report_read)
+        _excursion_child(pid, argv, env or {}, report_write)
+    os.close(report_write)
+    reader = MessageReader(report_read)
+    message = reader.next()
+    reader.close()
+    _, status = os.waitpid(child, 0)
+    if message is not None and "error" in message:
+        raise_error(message, ContainerError)
+    return exit_status(status)
+
+
+def _excursion_child(
+    pid: int, argv: Sequence[str], env: Mapping[str, str], report: int
+) -> NoReturn:
+    try:
+        targets = []
+        for name in _EXCURSION_ORDER:
+            path = f"/proc/{pid}/ns/{name}"
+            if os.readlink(path) != os.readlink(f"/proc/self/ns/{name}"):
+                targets.append((name, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+        for name, fd in targets:
+            linux.setns(fd, linux.NAMESPACE_FLAGS[name])
+            os.close(fd)
+        os.chdir("/")
+        grandchild = os.fork()
+        if grandchild == 0:
+            _exec_or_report(argv, env, report)
+        os.close(report)
+        _, status = os.waitpid(grandchild, 0)
+        os._exit(exit_status(status))
+    except BaseException as error:  # noqa: BLE001 - reported to the caller
+        _send(report, error_message(error))
+        os._exit(127)
+
+
+def _exec_or_report(
+    argv: Sequence[str], env: Mapping[str, str], report: int
+) -> NoReturn:
+    try:
+        os.execve(argv[0], list(argv), dict(env))
+    except OSError as error:
+        message = f"cannot run '{argv[0]}' in the container: {error.strerror}"
+        _send(
+            report,
+            {
+                "error": {
+                    "kind": "setup",
+                    "message": message,
+                    "hint": "give an absolute path inside the container",
+                }
+            },
+        )
+    os._exit(127)

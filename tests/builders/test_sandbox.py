@@ -1,0 +1,361 @@
+"""Tests of the build sandbox with real namespaces and real builder processes."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from builders.bootstrap import interpreter_executable, interpreter_paths
+from builders.container import FileSystemSpec
+from builders.linux import LinuxError, namespaces_unavailable_reason
+from builders.sandbox import (
+    BindMount,
+    SandboxError,
+    SandboxResult,
+    SandboxSpec,
+    run_sandboxed,
+)
+
+pytestmark = pytest.mark.skipif(
+    namespaces_unavailable_reason() is not None,
+    reason=f"no namespaces here: {namespaces_unavailable_reason()}",
+)
+
+PYTHON_MOUNTS = tuple(BindMount(path, path) for path in interpreter_paths())
+ENV = {"LC_ALL": "C", "HOME": "/homeless-shelter", "PATH": "/path-not-set"}
+
+
+def spec(tmp_path: Path, code: str, *extra: str, **fields: object) -> SandboxSpec:
+    """Return a sandbox spec running ``code`` with the host's Python."""
+    build_dir = tmp_path / "build"
+    build_dir.mkdir(exist_ok=True)
+    mounts = PYTHON_MOUNTS + tuple(fields.pop("mounts", ()))  # type: ignore[arg-type]
+    command = (interpreter_executable(), "-S", "-c", textwrap.dedent(code), *extra)
+    return SandboxSpec(
+        command=command, build_dir=str(build_dir), env=ENV, mounts=mounts, **fields
+    )  # type: ignore[arg-type]
+
+
+def run(
+    tmp_path: Path, code: str, *extra: str, **fields: object
+) -> tuple[SandboxResult, str]:
+    log = io.BytesIO()
+    result = run_sandboxed(spec(tmp_path, code, *extra, **fields), log)
+    return result, log.getvalue().decode()
+
+
+def host_processes_with(token: str) -> list[int]:
+    """Return the host PIDs whose command line contains ``token``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as port:
+                    if token.encode() in port.read():
+                        found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
+def mount_points() -> list[str]:
+    with open("/proc/self/mountinfo") as port:
+        return sorted(line.split()[4] for line in port)
+
+
+def test_exit_status_and_both_streams_reach_the_log(tmp_path: Path) -> None:
+    result, log = run(
+        tmp_path,
+        """
+        import sys
+        print("to stdout", flush=True)
+        print("to stderr", file=sys.stderr, flush=True)
+        sys.exit(3)
+    """,
+    )
+    assert result.exit_status == 3 and result.signal is None
+    assert not result.succeeded
+    assert "to stdout" in log and "to stderr" in log
+
+
+def test_log_may_be_a_callable(tmp_path: Path) -> None:
+    chunks: list[bytes] = []
+    result = run_sandboxed(spec(tmp_path, "print('chunk')"), chunks.append)
+    assert result.succeeded
+    assert b"".join(chunks) == b"chunk\n"
+
+
+def test_builder_identity_environment_and_directories(tmp_path: Path) -> None:
+    result, log = run(
+        tmp_path,
+        """
+        import os, socket
+        print("uid", os.getuid(), os.getgid(), os.getgroups())
+        print("host", socket.gethostname())
+        print("cwd", os.getcwd())
+        print("env", sorted(os.environ))
+        print("umask", oct(os.umask(0)))
+        print("root", sorted(os.listdir("/")))
+        print("dev", sorted(os.listdir("/dev")))
+        print("stdin", os.readlink("/proc/self/fd/0"))
+        open("/dev/null", "w").write("x")
+        open(os.environ["HOME"] if False else "made-here", "w").write("by the builder")
+    """,
+        build_dir_target="/tmp/pyguix-build-hello-0",
+    )
+    assert result.succeeded, log
+    lines = dict(line.split(" ", 1) for line in log.splitlines())
+    assert lines["uid"] == "1000 100 []"
+    assert lines["host"] == "localhost"
+    assert lines["cwd"] == "/tmp/pyguix-build-hello-0"
+    assert lines["env"] == str(sorted(ENV))
+    assert lines["umask"] == "0o22"
+    assert lines["stdin"] == "/dev/null"
+    for device in (
+        "null",
+        "zero",
+        "full",
+        "random",
+        "urandom",
+        "tty",
+        "pts",
+        "ptmx",
+        "shm",
+    ):
+        assert device in lines["dev"]
+    assert (tmp_path / "build" / "made-here").read_text() == "by the builder"
+
+
+def test_host_file_outside_the_mounts_is_invisible(tmp_path: Path) -> None:
+    secret = tmp_path / "secret" / "file"
+    secret.parent.mkdir()
+    secret.write_text("host secret")
+    code = f"""
+        try:
+            print(open({str(secret)!r}).read())
+        except OSError as error:
+            print("refused", type(error).__name__)
+    """
+    result, log = run(tmp_path, code)
+    assert result.succeeded and log.strip() == "refused FileNotFoundError"
+
+    # The same program sees the file once it is bound: the check can fail.
+    result, log = run(
+        tmp_path, code, mounts=[BindMount(str(secret.parent), str(secret.parent))]
+    )
+    assert log.strip() == "host secret"
+
+
+def test_no_network_without_it_and_loopback_is_up(tmp_path: Path) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        code = f"""
+            import socket
+            try:
+                socket.create_connection(("127.0.0.1", {port}), timeout=2).close()
+                print("connected")
+            except OSError as error:
+                print("failed", type(error).__name__)
+            own = socket.socket(); own.bind(("127.0.0.1", 0)); own.listen()
+            socket.create_connection(own.getsockname(), timeout=2).close()
+            print("loopback works")
+        """
+        result, log = run(tmp_path, code)
+        assert result.succeeded, log
+        assert log.splitlines() == ["failed ConnectionRefusedError", "loopback works"]
+
+        result, log = run(tmp_path, code, network=True)
+        assert log.splitlines()[0] == "connected"
+
+
+def test_read_only_mount_cannot_be_written_and_writable_dir_can(tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "data").write_text("input")
+    output = tmp_path / "output"
+    output.mkdir()
+    result, log = run(
+        tmp_path,
+        """
+        import errno
+        print(open("/inputs/data").read())
+        try:
+            open("/inputs/data", "w")
+        except OSError as error:
+            print(errno.errorcode[error.errno])
+        open("/out/result", "w").write("built")
+    """,
+        mounts=[BindMount(str(inputs), "/inputs")],
+        writable_dirs={str(output): "/out"},
+    )
+    assert result.succeeded, log
+    assert log.splitlines() == ["input", "EROFS"]
+    assert (output / "result").read_text() == "built"
+    assert (inputs / "data").read_text() == "input"
+
+
+def test_host_processes_are_invisible(tmp_path: Path) -> None:
+    result, log = run(
+        tmp_path,
+        """
+        import os
+        print(sorted(int(name) for name in os.listdir("/proc") if name.isdigit()))
+    """,
+    )
+    assert result.succeeded, log
+    assert log.strip() == "[1]"
+
+
+def test_timeout_kills_the_whole_process_tree(tmp_path: Path) -> None:
+    token = f"pyguix-test-{uuid.uuid4()}"
+    start = time.monotonic()
+    result, log = run(
+        tmp_path,
+        """
+        import os, signal, time
+        for _ in range(3):
+            if os.fork() == 0:
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                if os.fork() == 0:
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                time.sleep(60)
+        print("children started", flush=True)
+        time.sleep(60)
+    """,
+        token,
+        timeout=1.0,
+    )
+    assert result.timed_out and not result.succeeded
+    assert result.signal == signal.SIGKILL and result.exit_status is None
+    assert "children started" in log
+    assert time.monotonic() - start < 10
+    assert host_processes_with(token) == []
+
+
+def test_max_silent_time_kills_a_silent_build(tmp_path: Path) -> None:
+    result, log = run(
+        tmp_path,
+        """
+        import time
+        print("one line", flush=True)
+        time.sleep(60)
+    """,
+        max_silent_time=0.5,
+    )
+    assert result.silent_too_long and not result.timed_out
+    assert result.duration < 10
+    assert log == "one line\n"
+
+
+def test_max_silent_time_spares_a_talkative_build(tmp_path: Path) -> None:
+    result, log = run(
+        tmp_path,
+        """
+        import time
+        for i in range(8):
+            print(i, flush=True)
+            time.sleep(0.15)
+    """,
+        max_silent_time=0.6,
+    )
+    assert result.succeeded and not result.silent_too_long
+    assert log.split() == [str(i) for i in range(8)]
+
+
+def test_missing_bind_source_is_a_readable_error(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no-such-input")
+    with pytest.raises(SandboxError) as caught:
+        run(tmp_path, "pass", mounts=[BindMount(missing, "/input")])
+    assert f"'{missing}' does not exist" in str(caught.value)
+    assert caught.value.hint
+
+
+def test_failing_system_call_is_a_linux_error(tmp_path: Path) -> None:
+    weird = FileSystemSpec("none", "/weird", writable=True, type="no-such-fs")
+    with pytest.raises(LinuxError) as caught:
+        run(tmp_path, "pass", mounts=[weird])
+    assert caught.value.call == "mount" and caught.value.errno == errno.ENODEV
+    assert "'/weird'" in str(caught.value) and "'no-such-fs'" in str(caught.value)
+
+
+def test_mount_point_under_a_read_only_bind_is_a_readable_error(tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    with pytest.raises(SandboxError) as caught:
+        run(
+            tmp_path,
+            "pass",
+            mounts=[
+                BindMount(str(inputs), "/inputs"),
+                BindMount(str(inputs), "/inputs/sub/deeper"),
+            ],
+        )
+    assert "'/inputs/sub': Read-only file system" in str(caught.value)
+
+
+def test_builder_that_cannot_run_is_a_readable_error(tmp_path: Path) -> None:
+    (tmp_path / "build").mkdir()
+    with pytest.raises(SandboxError) as caught:
+        run_sandboxed(
+            SandboxSpec(
+                command=("/no/such/builder",), build_dir=str(tmp_path / "build")
+            ),
+            io.BytesIO(),
+        )
+    assert "'/no/such/builder'" in str(caught.value)
+
+
+def test_nothing_leaks_on_the_host(tmp_path: Path) -> None:
+    mounts_before = mount_points()
+    temp_before = {
+        name for name in os.listdir("/tmp") if name.startswith("pyguix-sandbox-")
+    }
+    run(tmp_path, "print('hi')")
+    with pytest.raises(SandboxError):
+        run(tmp_path, "pass", mounts=[BindMount(str(tmp_path / "absent"), "/x")])
+    assert mount_points() == mounts_before
+    temp_after = {
+        name for name in os.listdir("/tmp") if name.startswith("pyguix-sandbox-")
+    }
+    assert temp_after == temp_before
+
+
+def test_sandbox_dies_with_pyguix(tmp_path: Path) -> None:
+    token = f"pyguix-test-{uuid.uuid4()}"
+    (tmp_path / "build").mkdir()
+    driver = textwrap.dedent(f"""
+        import io
+        from builders.sandbox import BindMount, SandboxSpec, run_sandboxed
+        from builders.bootstrap import interpreter_executable, interpreter_paths
+        mounts = tuple(BindMount(p, p) for p in interpreter_paths())
+        command = (interpreter_executable(), "-S", "-c", "import time; time.sleep(60)", {token!r})
+        run_sandboxed(SandboxSpec(command=command, build_dir={str(tmp_path / "build")!r},
+                                  mounts=mounts), io.BytesIO())
+    """)
+    process = subprocess.Popen([sys.executable, "-c", driver])
+    try:
+        deadline = time.monotonic() + 10
+        while len(host_processes_with(token)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The driver and the builder carry the token.
+        assert len(host_processes_with(token)) >= 2
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 5
+    while host_processes_with(token) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert host_processes_with(token) == []
