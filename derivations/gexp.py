@@ -19,7 +19,8 @@ Placeholder grammar (``$`` never appears otherwise)::
     ${output}           the derivation's own output "out"  (= $out)
     ${output:OUTPUT}    the derivation's own output OUTPUT
 
-NAME is a Python identifier.  References may be file-like objects (any
+NAME is a Python identifier.  The template's common indentation and a
+leading newline are removed first (``textwrap.dedent``).  References may be file-like objects (any
 type with a registered compiler, see :func:`register_compiler`),
 derivation records, store path strings, nested gexps (their code is
 inlined as is, their references merged), lists and tuples of those

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import os
 import platform
 import sys
@@ -187,6 +188,16 @@ class _Unkeyable(Exception):
 
 
 @functools.cache
+def _pyguix_version() -> str:
+    """Return the installed pyguix version (read from its metadata, since
+    the ``pyguix`` package is the layer above this one)."""
+    try:
+        return importlib.metadata.version("pyguix")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@functools.cache
 def _toolchain_digest() -> str:
     """Return a digest of the code that turns objects into derivations, so
     that changing it never reuses entries it would now compute otherwise."""
@@ -244,11 +255,9 @@ def object_key(
         fingerprint = _fingerprint(obj, {} if memo is None else memo)
     except _Unkeyable:
         return None
-    from pyguix import __version__
-
     header = [
         "pyguix-lowering",
-        __version__,
+        _pyguix_version(),
         bootstrap_interpreter().identity,
         _toolchain_digest(),
         store_dir,

@@ -91,6 +91,7 @@ class LoweringCache:
         self._entries: dict[bytes, tuple[str, str]] | None = None
         self._invalid: dict[bytes, tuple[str, str]] = {}
         self._new: dict[bytes, tuple[str, str]] = {}
+        self._rewrite = False
 
     # -- Reading --------------------------------------------------------------
 
@@ -126,7 +127,7 @@ class LoweringCache:
             return {}
         entries = _decode(data, self.store.store_dir)
         if entries is None:
-            self.stats.damaged = True
+            self.stats.damaged = self._rewrite = True
             return {}
         return entries
 
@@ -141,7 +142,7 @@ class LoweringCache:
     @property
     def dirty(self) -> bool:
         """Tell whether entries were recorded since the last save."""
-        return bool(self._new) or self.stats.damaged
+        return bool(self._new) or self._rewrite
 
     def save(self) -> None:
         """Merge the recorded entries into the file, atomically."""
@@ -157,7 +158,7 @@ class LoweringCache:
             self._write(on_disk)
         self._load().update(self._new)
         self._new.clear()
-        self.stats.damaged = False
+        self._rewrite = False
 
     def _read_file_quietly(self) -> dict[bytes, tuple[str, str]]:
         """Read the file for merging; a damaged one contributes nothing."""
