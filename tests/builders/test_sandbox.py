@@ -13,6 +13,7 @@ import textwrap
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,19 +37,19 @@ PYTHON_MOUNTS = tuple(BindMount(path, path) for path in interpreter_paths())
 ENV = {"LC_ALL": "C", "HOME": "/homeless-shelter", "PATH": "/path-not-set"}
 
 
-def spec(tmp_path: Path, code: str, *extra: str, **fields: object) -> SandboxSpec:
+def spec(tmp_path: Path, code: str, *extra: str, **fields: Any) -> SandboxSpec:
     """Return a sandbox spec running ``code`` with the host's Python."""
     build_dir = tmp_path / "build"
     build_dir.mkdir(exist_ok=True)
-    mounts = PYTHON_MOUNTS + tuple(fields.pop("mounts", ()))  # type: ignore[arg-type]
+    mounts = PYTHON_MOUNTS + tuple(fields.pop("mounts", ()))
     command = (interpreter_executable(), "-S", "-c", textwrap.dedent(code), *extra)
     return SandboxSpec(
         command=command, build_dir=str(build_dir), env=ENV, mounts=mounts, **fields
-    )  # type: ignore[arg-type]
+    )
 
 
 def run(
-    tmp_path: Path, code: str, *extra: str, **fields: object
+    tmp_path: Path, code: str, *extra: str, **fields: Any
 ) -> tuple[SandboxResult, str]:
     log = io.BytesIO()
     result = run_sandboxed(spec(tmp_path, code, *extra, **fields), log)

@@ -1,0 +1,282 @@
+"""Tests of the container runtime with real namespaces and real processes."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from builders.bootstrap import interpreter_executable, interpreter_paths
+from builders.container import (
+    BindMount,
+    ContainerError,
+    FileSystemSpec,
+    call_with_container,
+    container_excursion,
+    enter_hint,
+)
+from builders.linux import LinuxError, namespaces_unavailable_reason
+
+pytestmark = pytest.mark.skipif(
+    namespaces_unavailable_reason() is not None,
+    reason=f"no namespaces here: {namespaces_unavailable_reason()}",
+)
+
+PYTHON_MOUNTS = [BindMount(path, path) for path in interpreter_paths()]
+
+
+def python(code: str, *extra: str) -> list[str]:
+    return [interpreter_executable(), "-S", "-c", textwrap.dedent(code), *extra]
+
+
+def host_processes_with(token: str) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as port:
+                    if token.encode() in port.read():
+                        found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
+def mount_points() -> list[str]:
+    with open("/proc/self/mountinfo") as port:
+        return sorted(line.split()[4] for line in port)
+
+
+def container_temp_dirs() -> set[str]:
+    return {name for name in os.listdir("/tmp") if name.startswith("pyguix-container-")}
+
+
+@pytest.fixture
+def shares(tmp_path: Path) -> tuple[Path, Path]:
+    """A read-only directory with a file, and a writable directory."""
+    exposed = tmp_path / "exposed"
+    exposed.mkdir()
+    (exposed / "file").write_text("exposed content")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    return exposed, shared
+
+
+def test_program_runs_as_pid_1_of_an_isolated_container(
+    shares: tuple[Path, Path],
+) -> None:
+    exposed, shared = shares
+    mounts = [
+        *PYTHON_MOUNTS,
+        BindMount(str(exposed), "/exposed"),
+        BindMount(str(shared), "/shared", writable=True),
+    ]
+    code = """
+        import errno, json, os, socket
+        report = {"pid": os.getpid(), "uid": os.getuid(), "host": socket.gethostname(),
+                  "pids": sorted(int(n) for n in os.listdir("/proc") if n.isdigit()),
+                  "interfaces": [name for _, name in socket.if_nameindex()],
+                  "exposed": open("/exposed/file").read(), "env": dict(os.environ)}
+        try:
+            open("/exposed/new", "w")
+        except OSError as error:
+            report["exposed_write"] = errno.errorcode[error.errno]
+        server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen()
+        socket.create_connection(server.getsockname(), timeout=2).close()
+        report["loopback"] = "up"
+        report["sys_read_only"] = os.statvfs("/sys").f_flag & os.ST_RDONLY != 0
+        open("/shared/report.json", "w").write(json.dumps(report))
+        raise SystemExit(7)
+    """
+    status = call_with_container(mounts, python(code), hostname="box", env={"X": "1"})
+    assert status == 7
+    report = json.loads((shared / "report.json").read_text())
+    assert report["pid"] == 1 and report["pids"] == [1]
+    assert report["uid"] == 0
+    assert report["host"] == "box"
+    assert report["interfaces"] == ["lo"] and report["loopback"] == "up"
+    assert report["exposed"] == "exposed content"
+    assert report["exposed_write"] == "EROFS"
+    assert not (exposed / "new").exists()
+    assert report["env"] == {"X": "1"}
+    assert report["sys_read_only"]
+
+
+def test_shared_network_keeps_the_host_interfaces(shares: tuple[Path, Path]) -> None:
+    _, shared = shares
+    namespaces = {"user", "mnt", "pid", "ipc", "uts"}
+    code = """
+        import socket
+        open("/shared/ifs", "w").write(" ".join(n for _, n in socket.if_nameindex()))
+    """
+    status = call_with_container(
+        [*PYTHON_MOUNTS, BindMount(str(shared), "/shared", True)],
+        python(code),
+        namespaces=namespaces,
+    )
+    assert status == 0
+    host = sorted(name for _, name in socket.if_nameindex())
+    assert sorted((shared / "ifs").read_text().split()) == host
+
+
+def test_callable_payload_and_subordinate_ids(shares: tuple[Path, Path]) -> None:
+    _, shared = shares
+
+    def payload() -> int:
+        ok = os.getpid() == 1 and os.getuid() == 0 and not os.path.exists(str(shared))
+        return 0 if ok else 1
+
+    assert call_with_container([], payload, host_uid_base=100000) == 0
+    assert call_with_container([], lambda: 5) == 5
+
+
+def test_sigterm_to_the_caller_is_relayed(
+    tmp_path: Path, shares: tuple[Path, Path]
+) -> None:
+    _, shared = shares
+    code = """
+        import signal, sys, time
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(42))
+        open("/shared/ready", "w").close()
+        time.sleep(30)
+        sys.exit(1)
+    """
+
+    def send_sigterm_when_ready(pid: int) -> None:
+        def later() -> None:
+            deadline = time.monotonic() + 10
+            while not (shared / "ready").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=later, daemon=True).start()
+
+    start = time.monotonic()
+    status = call_with_container(
+        [*PYTHON_MOUNTS, BindMount(str(shared), "/shared", True)],
+        python(code),
+        process_spawned_hook=send_sigterm_when_ready,
+    )
+    assert status == 42
+    assert time.monotonic() - start < 10
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_killed_container_returns_128_plus_signal(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    token = f"pyguix-test-{uuid.uuid4()}"
+    seen: list[int] = []
+
+    def kill(pid: int) -> None:
+        seen.append(pid)
+        assert pid_file.read_text() == str(pid)
+        os.kill(pid, signal.SIGKILL)
+
+    code = "import os, time; os.fork(); os.fork(); time.sleep(30)"
+    status = call_with_container(
+        PYTHON_MOUNTS,
+        python(code, token),
+        pid_files=[str(pid_file)],
+        process_spawned_hook=kill,
+    )
+    assert status == 128 + signal.SIGKILL
+    assert seen and host_processes_with(token) == []
+    assert f"PID {seen[0]}" in enter_hint(seen[0])
+
+
+def test_container_excursion_runs_inside(shares: tuple[Path, Path]) -> None:
+    exposed, shared = shares
+    results: list[int] = []
+    inside = """
+        import os, socket, sys
+        ok = (socket.gethostname() == "box"
+              and open("/exposed/file").read() == "exposed content"
+              and os.getpid() != 1 and "1" in os.listdir("/proc")
+              and os.environ == {"TERM": "dumb"})
+        sys.exit(0 if ok else 9)
+    """
+
+    def enter(pid: int) -> None:
+        try:
+            results.append(container_excursion(pid, python(inside), {"TERM": "dumb"}))
+            results.append(container_excursion(pid, python("raise SystemExit(5)")))
+            with pytest.raises(ContainerError, match="'/no/such/program'"):
+                container_excursion(pid, ["/no/such/program"])
+        finally:
+            (shared / "stop").touch()
+
+    code = """
+        import os, time
+        while not os.path.exists("/shared/stop"):
+            time.sleep(0.02)
+    """
+    mounts = [
+        *PYTHON_MOUNTS,
+        BindMount(str(exposed), "/exposed"),
+        BindMount(str(shared), "/shared", writable=True),
+    ]
+    status = call_with_container(
+        mounts, python(code), hostname="box", process_spawned_hook=enter
+    )
+    assert status == 0
+    assert results == [0, 5]
+    # The file and host name exist only inside: the check can fail outside.
+    assert socket.gethostname() != "box"
+
+
+def test_excursion_into_a_missing_process_is_an_error() -> None:
+    with pytest.raises(ContainerError, match="no process"):
+        container_excursion(2**22 + 1, ["/bin/true"])
+
+
+def test_missing_bind_source_is_a_readable_error(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing")
+    with pytest.raises(ContainerError, match=f"'{missing}' does not exist"):
+        call_with_container([BindMount(missing, "/m")], lambda: 0)
+
+
+def test_failing_mount_is_a_linux_error() -> None:
+    weird = FileSystemSpec("none", "/weird", writable=True, type="no-such-fs")
+    with pytest.raises(LinuxError) as caught:
+        call_with_container([weird], lambda: 0)
+    assert caught.value.call == "mount" and caught.value.errno == errno.ENODEV
+    assert "'/weird'" in str(caught.value)
+
+
+def test_special_file_systems_and_read_only_root(shares: tuple[Path, Path]) -> None:
+    _, shared = shares
+
+    def payload() -> int:
+        scratch = os.statvfs("/scratch")
+        with open("/scratch/x", "w") as port:
+            port.write("x")
+        try:
+            with open("/new-at-root", "w"):
+                pass
+        except OSError as error:
+            return 0 if error.errno == errno.EROFS and scratch.f_bsize > 0 else 2
+        return 1
+
+    tmpfs = FileSystemSpec(
+        "none", "/scratch", writable=True, type="tmpfs", options="size=1m"
+    )
+    assert call_with_container([tmpfs], payload, writable_root=False) == 0
+
+
+def test_nothing_leaks_on_the_host(tmp_path: Path) -> None:
+    mounts_before = mount_points()
+    temp_before = container_temp_dirs()
+    assert call_with_container(PYTHON_MOUNTS, python("pass")) == 0
+    with pytest.raises(ContainerError):
+        call_with_container([BindMount(str(tmp_path / "missing"), "/m")], lambda: 0)
+    assert mount_points() == mounts_before
+    assert container_temp_dirs() == temp_before
