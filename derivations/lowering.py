@@ -47,7 +47,7 @@ import tempfile
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -74,6 +74,7 @@ from derivations.modules import (
 )
 from derivations.monad import (
     MValue,
+    RunState,
     current_state,
     current_system,
     mcached,
@@ -105,6 +106,7 @@ BUILDER_FLAGS = ("-S", "-B", "-P")
 """Interpreter flags of every builder, before the builder script."""
 
 Lowered = Derivation | StorePath
+T = TypeVar("T")
 
 
 class LoweringError(PyguixError):
@@ -310,22 +312,32 @@ def _lower_fresh(obj: Any, system: str) -> Any:
         if found is not None:
             return _from_entry(state.store, *found)
 
-    # Lower for real; the outermost lowering saves what was learnt.
-    session.depth += 1
-    try:
-        result = yield _run_compiler(obj, system)
-        _remember(session, key, result)
-    finally:
-        session.depth -= 1
-        if session.depth == 0:
-            session.cache.save()
+    result = yield _batch(_run_compiler(obj, system, key))
     return result
 
 
+def _batch(mvalue: MValue[T]) -> MValue[T]:
+    """Run ``mvalue`` as part of a lowering; the outermost one saves the
+    persistent cache when it ends, so a big graph costs one write."""
+
+    def run(state: RunState) -> T:
+        session = _session(state.store)
+        session.depth += 1
+        try:
+            return mvalue.run(state)
+        finally:
+            session.depth -= 1
+            if session.depth == 0:
+                session.cache.save()
+
+    return MValue(run, "lowering batch")
+
+
 @monadic
-def _run_compiler(obj: Any, system: str) -> Any:
+def _run_compiler(obj: Any, system: str, key: bytes | None) -> Any:
     """Run ``obj``'s compiler, lowering what it returns until it is a
-    derivation or a store path."""
+    derivation or a store path; remember the result under ``key``."""
+    state = yield current_state()
     compiler = compiler_for(obj)
     assert compiler is not None
     result = yield compiler.lower(obj, system)
@@ -333,6 +345,7 @@ def _run_compiler(obj: Any, system: str) -> Any:
         if compiler_for(result) is None:
             raise LoweringError(obj, f"its compiler returned {result!r}")
         result = yield lower_object(result, system)
+    _remember(_session(state.store), key, result)
     return result
 
 
@@ -628,7 +641,7 @@ def gexp_to_derivation(
             properties=properties,
         )
 
-    return make()
+    return _batch(make())
 
 
 # ---------------------------------------------------------------------------
@@ -643,7 +656,7 @@ os.chmod($out, 0o555)
 
 
 def gexp_to_script(
-    name: str, g: Gexp, *, modules: Iterable[str] = (), system: str | None = None
+    name: str, g: Gexp, modules: Iterable[str] = (), *, system: str | None = None
 ) -> MValue[Derivation]:
     """Return a derivation whose output is an executable script running
     ``g`` (Guix's ``gexp->script``): ``#!PYTHON -I``, a prologue putting

@@ -194,6 +194,7 @@ class LoweringCache:
         try:
             with os.fdopen(fd, "wb") as file:
                 file.write(data)
+            os.chmod(temp, 0o644)
             os.replace(temp, self.path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from derivations.lowering import (
     lower_object,
     lowering_stats,
 )
-from derivations.monad import run_with_store
+from derivations.monad import MValue, run_with_store
 from store.local import LocalStore
 from store.paths import StorePath
 
@@ -37,8 +38,8 @@ def store(tmp_path: Path) -> LocalStore:
     return LocalStore(str(tmp_path / "store"), str(tmp_path / "state"))
 
 
-def lower(store: LocalStore, mvalue: object) -> Derivation:
-    result = run_with_store(store, mvalue, system=SYSTEM)  # type: ignore[arg-type]
+def lower(store: LocalStore, mvalue: MValue[Any]) -> Derivation:
+    result = run_with_store(store, mvalue, system=SYSTEM)
     assert isinstance(result, Derivation)
     return result
 
@@ -215,7 +216,7 @@ from store.local import LocalStore
 from derivations.file_like import computed_file, file_union, mixed_text_file, plain_file
 from derivations.gexp import gexp, with_imported_modules
 from derivations.lowering import gexp_to_derivation
-from derivations.monad import run_with_store
+from derivations.monad import MValue, run_with_store
 
 store = LocalStore("/pyguix/store", "/pyguix/state", root=sys.argv[1])
 dep = computed_file("dep", gexp("os.mkdir($out)\\nos.mkdir(${output:lib})"))
