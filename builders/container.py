@@ -267,6 +267,7 @@ def launch(plan: Plan, error_class: type[PyguixError] = ContainerError) -> Launc
 
     On a setup error the processes are reaped and the error is raised here.
     """
+    linux.preload()
     message_read, message_write = os.pipe2(os.O_CLOEXEC)
     go_read, go_write = os.pipe2(os.O_CLOEXEC)
     parent = os.getpid()
@@ -388,6 +389,10 @@ def _helper_main(plan: Plan, parent: int, report: int, go: int) -> NoReturn:
         linux.set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(2)
+        if os.getuid() != 0:
+            # /proc/PID of a process that is not dumpable (the caller changed
+            # ids) belongs to root: the caller could not write the id maps.
+            linux.set_dumpable(True)
         linux.unshare(plan.flags)
         _send(report, {"unshared": True})
         if os.read(go, 1) != b"g":
@@ -801,6 +806,7 @@ def container_excursion(
     if not os.path.isdir(f"/proc/{pid}"):
         raise ContainerError(f"no process '{pid}'", "give the PID of a container")
     assert argv, "a command is required"
+    linux.preload()
     report_read, report_write = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:

@@ -60,6 +60,7 @@ __all__ = [
     "mount",
     "namespaces_unavailable_reason",
     "pivot_root",
+    "preload",
     "set_dumpable",
     "set_no_new_privs",
     "set_parent_death_signal",
@@ -259,6 +260,16 @@ def _libc() -> ctypes.CDLL:
     ]
     libc.syscall.restype = ctypes.c_long
     return libc
+
+
+def preload() -> None:
+    """Load the C library bindings now, in the parent.
+
+    Call before forking a child that makes system calls: the child then
+    never runs the dynamic loader, whose locks another thread of the parent
+    may hold at the time of the fork.
+    """
+    _libc()
 
 
 def _check(result: int, call: str, *arguments: object) -> None:

@@ -24,7 +24,11 @@ from builders.container import (
     container_excursion,
     enter_hint,
 )
-from builders.linux import LinuxError, namespaces_unavailable_reason
+from builders.linux import (
+    LinuxError,
+    namespaces_unavailable_reason,
+    unprivileged_user_namespaces_supported,
+)
 
 pytestmark = pytest.mark.skipif(
     namespaces_unavailable_reason() is not None,
@@ -280,3 +284,34 @@ def test_nothing_leaks_on_the_host(tmp_path: Path) -> None:
         call_with_container([BindMount(str(tmp_path / "missing"), "/m")], lambda: 0)
     assert mount_points() == mounts_before
     assert container_temp_dirs() == temp_before
+
+
+@pytest.mark.skipif(
+    os.getuid() != 0 or not unprivileged_user_namespaces_supported(),
+    reason="needs root to become nobody, and unprivileged user namespaces",
+)
+def test_unprivileged_caller_maps_its_own_id_to_root() -> None:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+
+            def payload() -> int:
+                with open("/proc/self/uid_map") as port:
+                    mapping = port.read().split()
+                return 0 if os.getuid() == 0 and mapping == ["0", "65534", "1"] else 3
+
+            status = call_with_container([], payload, hostname="mine")
+            os.write(write_end, str(status).encode())
+        except BaseException as error:  # noqa: BLE001
+            os.write(write_end, repr(error).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as port:
+        answer = port.read().decode()
+    os.waitpid(pid, 0)
+    assert answer == "0"

@@ -5,11 +5,14 @@ from __future__ import annotations
 import errno
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -17,9 +20,17 @@ from typing import Any
 
 import pytest
 
-from builders.bootstrap import interpreter_executable, interpreter_paths
+from builders.bootstrap import (
+    interpreter_executable,
+    interpreter_identity,
+    interpreter_paths,
+)
 from builders.container import FileSystemSpec
-from builders.linux import LinuxError, namespaces_unavailable_reason
+from builders.linux import (
+    LinuxError,
+    namespaces_unavailable_reason,
+    unprivileged_user_namespaces_supported,
+)
 from builders.sandbox import (
     BindMount,
     SandboxError,
@@ -340,7 +351,7 @@ def test_sandbox_dies_with_pyguix(tmp_path: Path) -> None:
     driver = textwrap.dedent(f"""
         import io
         from builders.sandbox import BindMount, SandboxSpec, run_sandboxed
-        from builders.bootstrap import interpreter_executable, interpreter_paths
+        from builders.bootstrap import interpreter_executable, interpreter_identity, interpreter_paths
         mounts = tuple(BindMount(p, p) for p in interpreter_paths())
         command = (interpreter_executable(), "-S", "-c", "import time; time.sleep(60)", {token!r})
         run_sandboxed(SandboxSpec(command=command, build_dir={str(tmp_path / "build")!r},
@@ -360,3 +371,86 @@ def test_sandbox_dies_with_pyguix(tmp_path: Path) -> None:
     while host_processes_with(token) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert host_processes_with(token) == []
+
+
+def test_sandbox_starts_from_a_thread_while_others_run(tmp_path: Path) -> None:
+    # Builds start with a fork, so a scheduler's threads do not break unshare.
+    results: list[SandboxResult] = []
+    busy = threading.Event()
+    sleeper = threading.Thread(target=busy.wait, args=(10,))
+    sleeper.start()
+    try:
+        worker = threading.Thread(
+            target=lambda: results.append(run(tmp_path, "print(1)")[0])
+        )
+        worker.start()
+        worker.join()
+    finally:
+        busy.set()
+        sleeper.join()
+    assert [result.succeeded for result in results] == [True]
+
+
+@pytest.mark.skipif(
+    os.getuid() != 0
+    or not unprivileged_user_namespaces_supported()
+    or not os.path.exists("/lib64/ld-linux-x86-64.so.2")
+    or not os.path.exists("/usr/bin/sh"),
+    reason="needs root to become nobody, unprivileged user namespaces, an x86-64 /usr",
+)
+def test_sandbox_as_an_unprivileged_user_maps_its_own_id(tmp_path: Path) -> None:
+    build_dir = tempfile.mkdtemp(prefix="pyguix-test-build-")
+    os.chown(build_dir, 65534, 65534)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            mounts = (
+                BindMount("/usr", "/usr"),
+                BindMount(
+                    os.path.realpath("/lib64/ld-linux-x86-64.so.2"),
+                    "/lib64/ld-linux-x86-64.so.2",
+                ),
+            )
+            command = (
+                "/usr/bin/sh",
+                "-c",
+                "echo $(id -u) $(id -g) $(cat /proc/sys/kernel/hostname) > out",
+            )
+            result = run_sandboxed(
+                SandboxSpec(command=command, build_dir=build_dir, mounts=mounts),
+                io.BytesIO(),
+            )
+            os.write(write_end, repr(result.exit_status).encode())
+        except BaseException as error:  # noqa: BLE001
+            os.write(write_end, repr(error).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as port:
+        answer = port.read().decode()
+    os.waitpid(pid, 0)
+    try:
+        assert answer == "0"
+        assert Path(build_dir, "out").read_text() == "1000 100 localhost\n"
+        assert os.stat(Path(build_dir, "out")).st_uid == 65534
+    finally:
+        shutil.rmtree(build_dir)
+
+
+def test_interpreter_paths_are_sorted_outermost_and_complete() -> None:
+    paths = interpreter_paths()
+    assert paths == sorted(paths)
+    for index, path in enumerate(paths):
+        assert os.path.isabs(path) and os.path.exists(path)
+        assert not any(path.startswith(other + "/") for other in paths[:index])
+    assert any(
+        sys.base_prefix == path or sys.base_prefix.startswith(path + "/")
+        for path in paths
+    )
+    assert any("ld-linux" in path or path.startswith("/lib") for path in paths)
+    assert interpreter_identity().startswith(interpreter_executable() + " ")
+    assert interpreter_identity().endswith(".".join(map(str, sys.version_info[:3])))
