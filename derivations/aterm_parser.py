@@ -30,6 +30,7 @@ import re
 from collections.abc import Callable
 from typing import TypeVar
 
+from derivations.aterm_fast import scan
 from derivations.derivation import (
     Derivation,
     DerivationOutput,
@@ -330,6 +331,7 @@ def from_aterm(
     path: str = "",
     name: str | None = None,
     source: str | None = None,
+    fast: bool = True,
 ) -> Derivation:
     """Parse ``data``, the ATerm of a derivation, as Nix's ``parseDerivation``.
 
@@ -338,12 +340,16 @@ def from_aterm(
     :param name: the derivation name, if ``path`` is not given; otherwise
         inferred from the output paths.
     :param source: how to name the text in errors (default: ``path``).
+    :param fast: try :mod:`derivations.aterm_fast` first (same result).
     :raises DerivationParseError: if ``data`` is not exactly what Nix writes.
     """
     if path:
         name = name_from_path(path)
-    parser = _Parser(data, source or path or "<text>")
-    drv = _Reader(parser, store_dir, name).derivation()
+    text = data.decode("utf-8", "surrogateescape")
+    drv = scan(text, store_dir.rstrip("/"), name) if fast else None
+    if drv is None:
+        parser = _Parser(data, source or path or "<text>")
+        drv = _Reader(parser, store_dir, name).derivation()
     if path:
         return Derivation(
             drv.name,

@@ -80,14 +80,23 @@ def read_derivation(store: _Reader, path: str) -> Derivation:
     ``read-derivation-from-file``), memoised per process.
 
     :raises DerivationParseError: if the file is not a derivation.
+    :raises DerivationError: if there is no such file.
     :raises InvalidPathError: if ``path`` is not a store path.
     """
     key = (store.store_dir, path)
     found = _READ_CACHE.get(key)
     if found is None:
         StorePath.from_string(path, store.store_dir)
-        with open(store.physical(path), "rb") as file:
-            found = from_aterm(file.read(), store.store_dir, path=path)
+        try:
+            with open(store.physical(path), "rb") as file:
+                data = file.read()
+        except FileNotFoundError:
+            raise DerivationError(
+                path,
+                f"derivation '{path}' is not in the store",
+                "create it, or add its .drv with 'pyguix derivation add'",
+            ) from None
+        found = from_aterm(data, store.store_dir, path=path)
         _READ_CACHE[key] = found
     return found
 

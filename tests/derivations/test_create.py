@@ -5,7 +5,12 @@ from typing import Any
 import pytest
 
 from derivations.aterm_parser import from_aterm
-from derivations.create import derivation, make_derivation, read_derivation
+from derivations.create import (
+    current_system,
+    derivation,
+    make_derivation,
+    read_derivation,
+)
 from derivations.derivation import DerivationError
 from derivations.hashing import ModuloCache
 from store.errors import InvalidPathError
@@ -192,3 +197,35 @@ def test_derivation_writes_into_a_store(tmp_path: Any) -> None:
     with open(store.physical(top.path), "rb") as file:
         assert from_aterm(file.read(), S, path=top.path) == top
     assert read_derivation(store, top.path) == top
+
+
+def test_current_system_names_this_machine() -> None:
+    import platform
+
+    assert current_system().startswith(platform.machine() + "-")
+    assert current_system().endswith("-linux")
+
+
+def test_read_derivation_reports_a_missing_file(tmp_path: Any) -> None:
+    local = pytest.importorskip("store.local")
+    store = local.LocalStore(S, str(tmp_path / "state"), root=str(tmp_path / "root"))
+    missing = f"{S}/00000000000000000000000000000000-gone.drv"
+    with pytest.raises(DerivationError, match="is not in the store"):
+        read_derivation(store, missing)
+    with pytest.raises(InvalidPathError):
+        read_derivation(store, "/tmp/x.drv")
+
+
+def test_derivation_input_paths_are_read_from_the_store(tmp_path: Any) -> None:
+    local = pytest.importorskip("store.local")
+    store = local.LocalStore(S, str(tmp_path / "state"), root=str(tmp_path / "root"))
+    base = derivation(store, "base", "/bin/sh", system="x86_64-linux")
+    # The same derivation made purely, reading the input from the store file.
+    from derivations.create import clear_read_cache
+
+    clear_read_cache()
+    top = derivation(store, "top", "/bin/sh", inputs=[base.path], system="x86_64-linux")
+    pure, _ = make_derivation(
+        S, "top", "/bin/sh", inputs=[base], system="x86_64-linux", cache=ModuloCache()
+    )
+    assert top == pure

@@ -153,3 +153,14 @@ def test_reference_graph_of_derivation_files(store: Any) -> None:
     assert set(graph) == {a.path, b.path, c.path}
     assert set(graph.successors(c.path)) == {a.path, b.path}
     assert why_depends(graph, c.path, a.path) == [[c.path, a.path]]
+
+
+def test_parsing_and_hashing_do_not_import_networkx() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, derivations.create, derivations.hashing, derivations.aterm_parser, "
+        "derivations.json; assert 'networkx' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

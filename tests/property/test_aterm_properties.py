@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from derivations.aterm_fast import scan
 from derivations.aterm_parser import DerivationParseError, from_aterm
 from derivations.aterm_writer import to_aterm
 from derivations.derivation import Derivation, DerivationOutput
@@ -99,7 +100,7 @@ def mutated(draw: st.DrawFn) -> bytes:
     return bytes(text)
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(mutated())
 def test_parser_on_damaged_derivations_raises_only_its_error(data: bytes) -> None:
     try:
@@ -108,3 +109,16 @@ def test_parser_on_damaged_derivations_raises_only_its_error(data: bytes) -> Non
         assert 0 <= error.offset <= len(data)
     else:
         assert to_aterm(drv) == data
+
+
+def strict(data: bytes) -> Derivation | None:
+    try:
+        return from_aterm(data, S, fast=False)
+    except DerivationParseError:
+        return None
+
+
+@settings(max_examples=200)
+@given(mutated() | derivations().map(to_aterm))
+def test_fast_parser_accepts_exactly_what_the_strict_one_does(data: bytes) -> None:
+    assert scan(data.decode("utf-8", "surrogateescape"), S, None) == strict(data)
