@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from derivations.derivation import Derivation
 from derivations.modules import module_tree_digest, source_module_closure
 from store.errors import PyguixError
 
@@ -141,9 +142,7 @@ def is_file_like(obj: object) -> bool:
 
 
 def is_derivation(obj: object) -> bool:
-    """Tell whether ``obj`` is a derivation record (has a path and outputs)."""
-    from derivations.derivation import Derivation
-
+    """Tell whether ``obj`` is a derivation record."""
     return isinstance(obj, Derivation)
 
 

@@ -156,6 +156,8 @@ class _Session:
 
     cache: LoweringCache
     depth: int = 0
+    # XXX: fingerprints are memoised for the store's lifetime, so a local
+    # file edited meanwhile keeps its old key, as Guix's add-to-store cache.
     fingerprints: dict[Any, bytes | None] = field(default_factory=dict)
 
 

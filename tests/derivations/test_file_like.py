@@ -227,10 +227,8 @@ def test_directory_union(store: LocalStore, tmp_path: Path) -> None:
 def test_program_file_is_an_executable_script(
     store: LocalStore, tmp_path: Path
 ) -> None:
-    g = with_imported_modules(
-        ["store.base32"],
-        gexp("from store import base32\nprint(base32.encode(b'ab'), $n)", n=7),
-    )
+    code = "from store import base32\nprint(base32.encode(b'ab'), $n, base32.__file__)"
+    g = with_imported_modules(["store.base32"], gexp(code, n=7))
     drv = lower(store, program_file("hello-script", g))
     assert drv.env.get("preferLocalBuild") == "1"
     assert drv.env.get("allowSubstitutes") == "0"
@@ -244,7 +242,10 @@ def test_program_file_is_an_executable_script(
     output = subprocess.run(
         [str(script)], capture_output=True, text=True, check=True
     ).stdout
-    assert output == f"{base32.encode(b'ab')} 7\n"
+    encoded, number, origin = output.split()
+    assert (encoded, number) == (base32.encode(b"ab"), "7")
+    (tree,) = [path for path in drv.input_sources if path.endswith("-module-import")]
+    assert origin == f"{tree}/store/base32.py"
 
 
 def test_computed_file_options(store: LocalStore) -> None:
