@@ -43,7 +43,7 @@ def test_fixed_output_hash_is_of_its_output_alone(golden: Any) -> None:
 
 def test_fixed_outputs_with_other_builders_are_interchangeable(golden: Any) -> None:
     a, b = golden.case("fod-a"), golden.case("fod-b")
-    assert a.path != b.path and a.builder == b.builder and a.args != b.args
+    assert a.path != b.path and a.builder != b.builder and a.args != b.args
     assert a.output_paths() == b.output_paths()
     dep_a, dep_b = golden.case("fod-dependent-a"), golden.case("fod-dependent-b")
     assert dep_a.path != dep_b.path
