@@ -242,3 +242,27 @@ def test_lowering_is_deterministic_across_processes(tmp_path: Path) -> None:
         ).stdout
         results.append(json.loads(output))
     assert results[0] == results[1]
+
+
+def test_references_graphs_and_allowed_references_are_lowered(
+    store: LocalStore,
+) -> None:
+    data = plain_file("data", "x")
+    dep = computed_file("dep", gexp("os.mkdir($out)"))
+    drv = lower(
+        store,
+        gexp_to_derivation(
+            "graphs",
+            gexp("pass"),
+            references_graphs=[("closure", data), ("deps", dep)],
+            allowed_references=["out", data],
+        ),
+    )
+    data_path = str(run_with_store(store, lower_object(data)))
+    dep_drv = run_with_store(store, lower_object(dep), system=SYSTEM)
+    assert isinstance(dep_drv, Derivation)
+    assert data_path in drv.input_sources
+    assert dict(drv.input_derivations) == {dep_drv.path: frozenset({"out"})}
+    graph = drv.env["exportReferencesGraph"].split()
+    assert graph == ["closure", data_path, "deps", dep_drv.output_path()]
+    assert drv.env["allowedReferences"].split() == ["out", data_path]
