@@ -130,12 +130,25 @@ class LocalStore:
     :param store_dir: the logical store directory.
     :param state_dir: the logical state directory.
     :param root: the physical prefix of both, or ``None``.
+    :param fsync: flush each new item to disk before registering it, so that
+        a power failure cannot leave a valid item with lost contents; by
+        default on unless ``PYGUIX_FSYNC=0`` (Nix 2.8 never flushes items).
 
     Creates the directories and the database on first use, and removes what
     crashed adds left behind.
     """
 
-    def __init__(self, store_dir: str, state_dir: str, root: str | None = None) -> None:
+    def __init__(
+        self,
+        store_dir: str,
+        state_dir: str,
+        root: str | None = None,
+        *,
+        fsync: bool | None = None,
+    ) -> None:
+        self.fsync = (
+            fsync if fsync is not None else os.environ.get("PYGUIX_FSYNC") != "0"
+        )
         self.store_dir = os.path.normpath(store_dir)
         self.state_dir = os.path.normpath(state_dir)
         self.root = os.path.abspath(root) if root else None
@@ -447,10 +460,12 @@ class LocalStore:
                 f"cannot add '{path}': its source changed while it was copied",
                 "retry once the source is no longer being modified",
             )
-        _fsync_tree(temp)
+        if self.fsync:
+            _fsync_tree(temp)
         pause_point("before-rename")
         os.rename(temp, target)
-        _fsync(self.real_store_dir)
+        if self.fsync:
+            _fsync(self.real_store_dir)
         return nar_hash, nar_size
 
     @contextmanager
