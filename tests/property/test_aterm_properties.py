@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from derivations import json as drv_json
 from derivations.aterm_fast import scan
 from derivations.aterm_parser import DerivationParseError, from_aterm
 from derivations.aterm_writer import to_aterm
+from derivations.create import make_derivation
 from derivations.derivation import Derivation, DerivationOutput
+from derivations.hashing import check_output_paths
 from store import base32
 
 S = "/nix/store"
@@ -122,3 +127,38 @@ def strict(data: bytes) -> Derivation | None:
 @given(mutated() | derivations().map(to_aterm))
 def test_fast_parser_accepts_exactly_what_the_strict_one_does(data: bytes) -> None:
     assert scan(data.decode("utf-8", "surrogateescape"), S, None) == strict(data)
+
+
+@settings(max_examples=100)
+@given(derivations())
+def test_nix_json_round_trips(drv: Derivation) -> None:
+    path = f"{S}/{'0' * 32}-{drv.name}.drv"
+    with_path = dataclasses.replace(drv, path=path)
+    assert (
+        drv_json.from_json(path, drv_json.loads(drv_json.dumps([with_path]))[path])
+        == with_path
+    )
+
+
+@settings(max_examples=100)
+@given(
+    names,
+    st.lists(texts, max_size=3),
+    st.dictionaries(texts, texts, max_size=4),
+    st.sets(st.text(NAME_CHARS, min_size=1, max_size=6), min_size=1, max_size=3),
+)
+def test_created_derivations_parse_back_and_pass_the_output_check(
+    name: str, args: list[str], env: dict[str, str], outputs: set[str]
+) -> None:
+    drv, aterm = make_derivation(
+        S,
+        name,
+        "/bin/sh",
+        args,
+        env=env,
+        outputs=sorted(outputs),
+        system="x86_64-linux",
+    )
+    parsed = from_aterm(aterm, S, path=drv.path)
+    assert parsed == drv
+    check_output_paths(parsed, S, lambda path: parsed)
