@@ -38,8 +38,9 @@ namespace; ``/sys`` read-only with a private network namespace (``EPERM``
 tolerated, Guix issue 61690); a tmpfs ``/dev`` with the host's ``null``,
 ``zero``, ``full``, ``random``, ``urandom`` and ``tty`` bound in (a user
 namespace cannot make device nodes), a new ``devpts`` instance with
-``/dev/ptmx`` pointing into it (Guix bug 36463), ``/dev/shm`` and the
-``/dev/fd`` links; then the caller's mounts, in order.  A read-only bind is
+``/dev/ptmx`` pointing into it (Guix bug 36463), ``/dev/shm``, the
+``/dev/fd`` links and, for a container whose standard input is a terminal,
+that terminal on ``/dev/console``; then the caller's mounts, in order.  A read-only bind is
 a bind followed by a read-only remount that repeats the source's flags
 (:func:`~builders.linux.bind_flags_of`).  Then ``pivot_root`` and the old
 root is detached; ``lo`` is brought up in a private network namespace.
@@ -155,6 +156,7 @@ class Plan:
     loopback: bool = True
     writable_root: bool = True
     mount_sys: bool = False
+    console: bool = False
     directories: tuple[tuple[str, int], ...] = (("/tmp", 0o1777),)
     files: tuple[tuple[str, bytes], ...] = ()
     cwd: str = "/"
@@ -284,7 +286,10 @@ def launch(plan: Plan, error_class: type[PyguixError] = ContainerError) -> Launc
     reader = MessageReader(message_read)
     try:
         pid = _handshake(plan, helper, reader, go_write, error_class)
-    except BaseException:
+    except BaseException as error:
+        if not isinstance(error, PyguixError):
+            # Interrupted: the init dies with the helper (parent-death signal).
+            kill_quietly(helper)
         os.close(go_write)
         os.waitpid(helper, 0)
         reader.close()
@@ -336,16 +341,27 @@ def kill_quietly(pid: int, signum: int = signal.SIGKILL) -> None:
         os.kill(pid, signum)
 
 
-def wait_helper(launched: Launched) -> int:
-    """Read the init's wait status from the helper, reap it, and return it."""
+def wait_helper(
+    launched: Launched, error_class: type[PyguixError] = ContainerError
+) -> int:
+    """Read the init's wait status from the helper, reap it, and return it.
+
+    :raises error_class: the init reported an error after ``ready``: its
+        program could not be executed.
+    """
     status: int | None = None
+    error: dict[str, object] | None = None
     while (message := launched.messages.next()) is not None:
         if "status" in message:
             raw = message["status"]
             assert isinstance(raw, int)
             status = raw
+        elif "error" in message:
+            error = message
     launched.messages.close()
     _, helper_status = os.waitpid(launched.helper_pid, 0)
+    if error is not None:
+        raise_error(error, error_class)
     if status is None:
         # The helper died before the init: count it as a kill of the init.
         return helper_status if os.WIFSIGNALED(helper_status) else signal.SIGKILL
@@ -445,6 +461,8 @@ def _init_main(plan: Plan, report: int) -> NoReturn:
 def _open_sources(plan: Plan) -> dict[str, int]:
     """Open every host path to bind, as ``O_PATH`` descriptors, keyed by path."""
     paths = [f"/dev/{name}" for name in _DEVICES]
+    if plan.console and os.isatty(0):
+        paths.append(os.ttyname(0))
     paths += [spec.source for spec in plan.mounts if spec.is_bind]
     sources: dict[str, int] = {}
     for path in paths:
@@ -487,6 +505,8 @@ def _assemble_root(plan: Plan, sources: dict[str, int]) -> None:
 
     _mount_proc_and_sys(plan)
     _populate_dev(root, sources)
+    if plan.console and os.isatty(0):
+        _bind_console(root, sources[os.ttyname(0)])
     for spec in plan.mounts:
         _mount_one(root, spec, sources.get(spec.source))
     for fd in sources.values():
@@ -551,6 +571,14 @@ def _populate_dev(root: str, sources: dict[str, int]) -> None:
     os.symlink("/proc/self/fd", f"{dev}/fd")
     for number, name in enumerate(("stdin", "stdout", "stderr")):
         os.symlink(f"/proc/self/fd/{number}", f"{dev}/{name}")
+
+
+def _bind_console(root: str, fd: int) -> None:
+    """Bind the terminal of standard input onto ``/dev/console``, as Guix does."""
+    console = root + "/dev/console"
+    _touch(console)
+    os.chmod(console, 0o600)
+    linux.mount(f"/proc/self/fd/{fd}", console, None, linux.MS_BIND)
 
 
 def _touch(path: str) -> None:
@@ -715,7 +743,7 @@ def call_with_container(
     :raises ContainerError: another setup failure, as a missing bind source.
     """
     chosen = frozenset(namespaces)
-    assert "mnt" in chosen and chosen <= ALL_NAMESPACES, chosen
+    assert "mnt" in chosen and chosen <= set(linux.NAMESPACE_FLAGS), chosen
     uid_map, gid_map, deny = id_maps(host_uids, host_uid_base)
     root = tempfile.mkdtemp(prefix="pyguix-container-")
     plan = Plan(
@@ -730,6 +758,7 @@ def call_with_container(
         loopback=loopback,
         writable_root=writable_root,
         mount_sys=True,
+        console=True,
         env=dict(env or {}),
         argv=() if callable(command) else tuple(command),
         function=command if callable(command) else None,
@@ -758,19 +787,27 @@ def _wait_relaying(
                 signum, lambda number, _frame: kill_quietly(launched.pid, number)
             )
     try:
-        for path in pid_files:
-            with open(path, "w") as port:
-                port.write(str(launched.pid))
-        if hook is not None:
-            hook(launched.pid)
+        try:
+            _announce(launched.pid, pid_files, hook)
+        except BaseException:
+            kill_quietly(launched.pid)
+            wait_helper(launched)
+            raise
         return wait_helper(launched)
-    except BaseException:
-        kill_quietly(launched.pid)
-        wait_helper(launched)
-        raise
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _announce(
+    pid: int, pid_files: Sequence[str], hook: Callable[[int], None] | None
+) -> None:
+    """Write the pid files and call the hook, for a container now running."""
+    for path in pid_files:
+        with open(path, "w") as port:
+            port.write(str(pid))
+    if hook is not None:
+        hook(pid)
 
 
 def enter_hint(pid: int) -> str:

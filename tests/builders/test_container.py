@@ -315,3 +315,31 @@ def test_unprivileged_caller_maps_its_own_id_to_root() -> None:
         answer = port.read().decode()
     os.waitpid(pid, 0)
     assert answer == "0"
+
+
+def test_program_that_cannot_run_is_a_readable_error() -> None:
+    with pytest.raises(ContainerError, match="'/no/such/program'"):
+        call_with_container(PYTHON_MOUNTS, ["/no/such/program"])
+
+
+def test_terminal_of_standard_input_becomes_the_console() -> None:
+    primary, secondary = os.openpty()
+    terminal = os.stat(os.ttyname(secondary)).st_rdev
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        os.dup2(secondary, 0)
+
+        def payload() -> int:
+            return 0 if os.stat("/dev/console").st_rdev == terminal else 4
+
+        os.write(write_end, str(call_with_container([], payload)).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as port:
+        answer = port.read().decode()
+    os.waitpid(pid, 0)
+    os.close(primary)
+    os.close(secondary)
+    assert answer == "0"
