@@ -215,8 +215,10 @@ class MessageReader:
         return self.pop()
 
     def close(self) -> None:
-        """Close the pipe."""
-        os.close(self.fd)
+        """Close the pipe, once."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _send(fd: int, message: dict[str, object]) -> None:
@@ -236,6 +238,7 @@ def error_message(error: BaseException, root: str = "") -> dict[str, object]:
     if isinstance(error, LinuxError):
         data = error.to_dict()
         data["arguments"] = [inside(str(argument)) for argument in error.arguments]
+        data["message"] = inside(error.message)
         return {"error": {"kind": "linux", **data}}
     if isinstance(error, PyguixError):
         text, hint = inside(error.message), error.hint
@@ -400,6 +403,7 @@ def id_maps(
 def _helper_main(plan: Plan, parent: int, report: int, go: int) -> NoReturn:
     """Unshare the namespaces, fork the init and report its wait status."""
     try:
+        _close_fds_except({report, go, *(fd for fd in plan.stdio if fd is not None)})
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
             signal.signal(signum, signal.SIG_IGN)
         linux.set_parent_death_signal(signal.SIGKILL)
@@ -427,6 +431,26 @@ def _helper_main(plan: Plan, parent: int, report: int, go: int) -> NoReturn:
     except BaseException as error:  # noqa: BLE001 - reported to the caller
         _send(report, error_message(error))
         os._exit(3)
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    """Close every descriptor above 2 not in ``keep``.
+
+    Note: a helper outlives the caller's other threads' forks: any pipe end
+    of another build that it kept open would delay that build's end of file.
+    """
+    low = 3
+    for fd in sorted(fd for fd in keep if fd >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, _max_fd())
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):
+        return 65536
 
 
 # ---------------------------------------------------------------------------
@@ -656,8 +680,7 @@ def _run_payload(plan: Plan, report: int) -> NoReturn:
 
     if stdin is None and plan.new_session:
         os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
-    os.closerange(3, report)
-    os.closerange(report + 1, 65536)
+    _close_fds_except({report})
     try:
         os.execve(plan.argv[0], list(plan.argv), dict(plan.env))
     except OSError as error:
@@ -863,6 +886,7 @@ def _excursion_child(
     pid: int, argv: Sequence[str], env: Mapping[str, str], report: int
 ) -> NoReturn:
     try:
+        _close_fds_except({report})
         targets = []
         for name in _EXCURSION_ORDER:
             path = f"/proc/{pid}/ns/{name}"

@@ -178,6 +178,9 @@ _HINTS = {
     "reached: raise /proc/sys/user/max_user_namespaces",
     ("setns", errno_module.EINVAL): "setns into a user namespace fails in a "
     "process with several threads, or for a process that has exited",
+    ("mount", errno_module.ENODEV): "this kernel does not know the file system "
+    "type: check /proc/filesystems",
+    ("mount", errno_module.EROFS): "the mount point is below a read-only mount",
     ("pivot_root", errno_module.EINVAL): "the current root must be a mount "
     "point and not shared; pivot_root cannot run from an initramfs or chroot",
 }
@@ -218,17 +221,22 @@ class LinuxError(PyguixError):
         """Return the error as plain data, to send it over a pipe."""
         return {
             "call": self.call,
-            "arguments": list(map(str, self.arguments)),
+            "arguments": [repr(argument) for argument in self.arguments],
             "errno": self.errno,
+            "message": self.message,
+            "hint": self.hint,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> LinuxError:
-        """Rebuild an error sent by :meth:`to_dict`."""
-        arguments = data["arguments"]
-        errno = data["errno"]
+        """Rebuild an error sent by :meth:`to_dict`, its message unchanged."""
+        arguments, errno, hint = data["arguments"], data["errno"], data.get("hint")
         assert isinstance(arguments, list) and isinstance(errno, int)
-        return cls(str(data["call"]), tuple(arguments), errno)
+        error = cls(str(data["call"]), tuple(_Shown(str(a)) for a in arguments), errno)
+        error.message = str(data.get("message", error.message))
+        error.args = (error.message,)
+        error.hint = hint if isinstance(hint, str) else None
+        return error
 
 
 # ---------------------------------------------------------------------------
@@ -299,7 +307,7 @@ def unshare(flags: int) -> None:
 
     Note: with ``CLONE_NEWUSER`` the caller must have a single thread.
     """
-    _check(_libc().unshare(flags), "unshare", _FlagsRepr(_flag_names(flags)))
+    _check(_libc().unshare(flags), "unshare", _Shown(_flag_names(flags)))
 
 
 def setns(fd: int, nstype: int = 0) -> None:
@@ -318,7 +326,7 @@ def mount(
     result = _libc().mount(
         _encode(source), _encode(target), _encode(fstype), flags, _encode(data)
     )
-    _check(result, "mount", source, target, fstype, _FlagsRepr(hex(flags)), data)
+    _check(result, "mount", source, target, fstype, _Shown(hex(flags)), data)
 
 
 def umount2(target: str, flags: int = 0) -> None:
@@ -433,8 +441,8 @@ def write_id_maps(pid: int, uid_map: str, gid_map: str, deny_setgroups: bool) ->
             raise LinuxError("write_id_maps", (path, text), number) from None
 
 
-class _FlagsRepr(str):
-    """A string shown without quotes in error messages."""
+class _Shown(str):
+    """A string shown as is, without quotes, in error messages."""
 
     def __repr__(self) -> str:
         return str(self)

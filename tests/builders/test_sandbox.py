@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import select
 import shutil
 import signal
 import socket
@@ -454,3 +455,19 @@ def test_interpreter_paths_are_sorted_outermost_and_complete() -> None:
     assert any("ld-linux" in path or path.startswith("/lib") for path in paths)
     assert interpreter_identity().startswith(interpreter_executable() + " ")
     assert interpreter_identity().endswith(".".join(map(str, sys.version_info[:3])))
+
+
+def test_a_build_keeps_no_descriptor_of_the_caller_open(tmp_path: Path) -> None:
+    # A pipe of another build open at the time of the fork must not be held
+    # for this build's lifetime, or that build would wait for this one.
+    read_end, write_end = os.pipe()
+    worker = threading.Thread(target=run, args=(tmp_path, "import time; time.sleep(2)"))
+    worker.start()
+    try:
+        time.sleep(0.5)
+        os.close(write_end)
+        ready, _, _ = select.select([read_end], [], [], 1.0)
+        assert ready and os.read(read_end, 1) == b""
+    finally:
+        os.close(read_end)
+        worker.join()
