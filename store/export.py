@@ -9,7 +9,7 @@ The stream (Nix 2.8's ``Store::exportPaths`` and ``importPaths``)::
     string  = u64(length) bytes, zero-padded to a multiple of 8
 
 Integers are little-endian.  ``0x4558494e`` is ``"NIXE"``.  Items are
-written in the order given; importing requires each item's references to be
+written references first; importing requires each item's references to be
 valid already or to come earlier in the stream (or to be the item itself),
 which holds for a closure exported in topological order.
 
@@ -73,7 +73,12 @@ def _string(text: str) -> bytes:
 
 
 def sort_topologically(store: LocalStore, paths: Iterable[str]) -> list[str]:
-    """Order ``paths`` so that references come before their referrers."""
+    """Order ``paths`` so that references come before their referrers.
+
+    This is the order of Nix's ``exportPaths`` (the reverse of
+    ``topoSortPaths``): a depth-first, post-order walk over the paths in
+    sorted order, visiting references in sorted order.
+    """
     chosen = sorted(set(paths))
     order: list[str] = []
     seen: set[str] = set()
@@ -96,14 +101,21 @@ def sort_topologically(store: LocalStore, paths: Iterable[str]) -> list[str]:
 def export_paths(
     store: LocalStore, paths: Iterable[str], write: Callable[[bytes], object]
 ) -> None:
-    """Write the export stream of ``paths``, in the order given.
+    """Write the export stream of ``paths``, references first.
 
-    The NAR of each item is checked against its recorded hash as it is
-    written, as Nix does.
+    As Nix's ``exportPaths``, the paths are sorted topologically (see
+    :func:`sort_topologically`), and the NAR of each item is checked against
+    its recorded hash as it is written.
 
     :raises StoreError: when a path is not valid or its contents changed.
     """
-    for path in paths:
+    paths = list(paths)
+    invalid = sorted(set(paths) - store.query_valid(paths))
+    if invalid:
+        raise StoreError(
+            f"cannot export '{invalid[0]}': it is not valid", "add it first"
+        )
+    for path in sort_topologically(store, paths):
         info = store.query_path_info(path)
         if info is None:
             raise StoreError(f"cannot export '{path}': it is not valid", "add it first")

@@ -41,6 +41,7 @@ def test_export_is_byte_identical_to_nix(nix_store: LocalStore) -> None:
     order = sort_topologically(nix_store, [EXPECTED["text"], EXPECTED["source"]])
     assert order == EXPECTED["order"]
     assert export(nix_store, order) == STREAM
+    assert export(nix_store, order[::-1]) == STREAM
 
 
 def test_round_trip_between_stores(
@@ -77,11 +78,11 @@ def test_truncated_stream_registers_nothing(nix_store: LocalStore, cut: int) -> 
 
 
 def test_reference_must_be_valid_or_earlier(
-    nix_store: LocalStore, store: LocalStore
+    nix_store: LocalStore, tmp_path: Path
 ) -> None:
     import_paths(nix_store, io.BytesIO(STREAM))
     only_text = export(nix_store, [EXPECTED["text"]])
-    fresh = LocalStore("/nix/store", "/other/state", root=nix_store.root + "-other")
+    fresh = LocalStore("/nix/store", "/other/state", root=str(tmp_path / "other"))
     with pytest.raises(ExportError, match="neither valid nor earlier"):
         import_paths(fresh, io.BytesIO(only_text))
     assert fresh.query_valid(EXPECTED["order"]) == set()
