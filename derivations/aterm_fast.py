@@ -14,7 +14,12 @@ from __future__ import annotations
 import functools
 import re
 
-from derivations.derivation import Derivation, DerivationOutput, byte_order
+from derivations.derivation import (
+    Derivation,
+    DerivationOutput,
+    byte_order,
+    name_from_outputs,
+)
 from store.hash import ALGORITHMS
 from store.paths import MAX_NAME_LENGTH, output_path_name
 
@@ -145,11 +150,7 @@ def scan(text: str, store_dir: str, name: str | None) -> Derivation | None:
     if not _increasing(keys) or not all(_store_path(s, store_dir) for s in sources):
         return None
     if name is None:
-        output, value = min(
-            outputs.items(), key=lambda item: (item[0] != "out", item[0])
-        )
-        base = value.path.rsplit("/", 1)[-1][33:]
-        name = base if output == "out" else base[: -len(output) - 1]
+        name = name_from_outputs(outputs)
     if not _named_after(name, outputs):
         return None
     return Derivation(

@@ -35,6 +35,7 @@ from derivations.derivation import (
     Derivation,
     DerivationOutput,
     byte_order,
+    name_from_outputs,
     name_from_path,
 )
 from store.errors import InvalidPathError, PyguixError
@@ -304,7 +305,7 @@ class _Reader:
         p.expect(")")
         if p.pos != len(p.text):
             raise p.fail("trailing bytes after the derivation")
-        name = self.name or _infer_name(outputs)
+        name = self.name or name_from_outputs(outputs)
         self.check_output_names(name, outputs)
         return Derivation(
             name=name,
@@ -316,13 +317,6 @@ class _Reader:
             args=tuple(args),
             env={key: value for _, key, value in env},
         )
-
-
-def _infer_name(outputs: dict[str, DerivationOutput]) -> str:
-    """Return the derivation name that output paths are named after."""
-    output, value = min(outputs.items(), key=lambda item: (item[0] != "out", item[0]))
-    base = value.path.rsplit("/", 1)[-1][33:]
-    return base if output == "out" else base[: -len(output) - 1]
 
 
 def from_aterm(

@@ -24,6 +24,7 @@ __all__ = [
     "DerivationError",
     "DerivationOutput",
     "byte_order",
+    "name_from_outputs",
     "name_from_path",
 ]
 
@@ -159,3 +160,11 @@ def name_from_path(path: str) -> str:
 def byte_order(text: str) -> bytes:
     """Return the key that sorts strings by their bytes, as Nix's ``std::map``."""
     return text.encode("utf-8", "surrogateescape")
+
+
+def name_from_outputs(outputs: Mapping[str, DerivationOutput]) -> str:
+    """Return the derivation name that the output paths are named after
+    (``NAME`` for ``out``, ``NAME-OUTPUT`` otherwise)."""
+    output, value = min(outputs.items(), key=lambda item: (item[0] != "out", item[0]))
+    base = value.path.rsplit("/", 1)[-1][33:]
+    return base if output == "out" else base[: -len(output) - 1]
