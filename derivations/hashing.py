@@ -69,10 +69,17 @@ DEFAULT_CACHE = ModuloCache()
 """The per-process cache used when none is given."""
 
 
-def _fixed_output_hash(drv: Derivation) -> dict[str, bytes]:
+def _fixed_output_hash(drv: Derivation, store_dir: str | None) -> dict[str, bytes]:
+    """Hash a fixed output by what it declares; like Nix 2.8, its path is
+    computed from the hash and the name, not taken from the derivation."""
     output = drv.outputs["out"]
+    if store_dir is None:
+        known = drv.path or output.path
+        assert known, "the store directory of a fixed output must be known"
+        store_dir = known.rsplit("/", 1)[0]
+    path = _output_path(drv, "out", b"", store_dir)
     assert output.hash is not None
-    text = f"fixed:out:{output.method_algo}:{output.hash.hex()}:{output.path}"
+    text = f"fixed:out:{output.method_algo}:{output.hash.hex()}:{path}"
     return {"out": hashlib.sha256(text.encode()).digest()}
 
 
@@ -113,6 +120,7 @@ def hash_derivation_modulo(
     resolve: Resolver,
     mask_outputs: bool,
     cache: ModuloCache | None = None,
+    store_dir: str | None = None,
 ) -> dict[str, bytes]:
     """Return the hash modulo of ``drv`` for each output, as Nix 2.8's
     ``hashDerivationModulo``.
@@ -121,10 +129,12 @@ def hash_derivation_modulo(
     :param mask_outputs: hash with empty output paths and output variables,
         as when computing ``drv``'s own output paths.
     :param cache: memo of input hashes (default: the per-process one).
+    :param store_dir: the store directory, for a fixed-output derivation
+        whose paths are not filled in yet (default: taken from its paths).
     :raises DerivationError: if an input lacks an output it is used for.
     """
     if drv.is_fixed_output():
-        return _fixed_output_hash(drv)
+        return _fixed_output_hash(drv, store_dir)
     inputs = _replaced_inputs(drv, resolve, DEFAULT_CACHE if cache is None else cache)
     digest = hashlib.sha256(to_aterm(drv, mask_outputs, inputs)).digest()
     return {output: digest for output in drv.outputs}
@@ -154,7 +164,7 @@ def with_output_paths(
 
     :raises DerivationError: if an input lacks an output it is used for.
     """
-    hashes = hash_derivation_modulo(drv, resolve, True, cache)
+    hashes = hash_derivation_modulo(drv, resolve, True, cache, store_dir)
     paths = {
         name: _output_path(drv, name, hashes.get(name, b""), store_dir)
         for name in drv.outputs

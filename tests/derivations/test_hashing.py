@@ -117,3 +117,16 @@ def test_an_output_variable_must_hold_its_path(golden: Any) -> None:
     changed = dataclasses.replace(drv, env={**drv.env, "out": "/elsewhere"})
     with pytest.raises(OutputPathMismatch, match="'/elsewhere'"):
         check_output_paths(changed, S, golden.drvs.__getitem__)
+
+
+def test_fixed_output_hash_ignores_the_written_path(golden: Any) -> None:
+    drv = golden.case("fod-flat-sha512")
+    resolve = golden.drvs.__getitem__
+    elsewhere = dict(drv.outputs)
+    elsewhere["out"] = dataclasses.replace(drv.outputs["out"], path=f"{S}/{'0' * 32}-x")
+    moved = dataclasses.replace(drv, outputs=elsewhere)
+    expected = hash_derivation_modulo(drv, resolve, False)
+    assert hash_derivation_modulo(moved, resolve, False) == expected
+    masked = without_output_paths(drv)
+    masked = dataclasses.replace(masked, path="")
+    assert hash_derivation_modulo(masked, resolve, True, store_dir=S) == expected
