@@ -41,7 +41,6 @@ def interpreter_identity() -> str:
     return f"{interpreter_executable()} {sys.implementation.name}-{version}"
 
 
-@functools.cache
 def interpreter_paths() -> list[str]:
     """Return the host paths to bind read-only so the interpreter runs inside.
 
@@ -49,11 +48,16 @@ def interpreter_paths() -> list[str]:
     order never hides one under the next.  The answer is computed once (one
     ``ldd`` run over the interpreter and its extension modules) and cached.
     """
+    return list(_interpreter_paths())
+
+
+@functools.cache
+def _interpreter_paths() -> tuple[str, ...]:
     prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)}
     paths = set(prefixes)
     paths.add(interpreter_executable())
     paths.update(_linked_libraries([interpreter_executable(), *_extension_modules()]))
-    return _outermost(paths)
+    return tuple(_outermost(paths))
 
 
 def _extension_modules() -> list[str]:

@@ -895,6 +895,8 @@ def _excursion_child(
         for name, fd in targets:
             linux.setns(fd, linux.NAMESPACE_FLAGS[name])
             os.close(fd)
+            if name == "user":
+                _become_root_if_mapped()
         os.chdir("/")
         grandchild = os.fork()
         if grandchild == 0:
@@ -905,6 +907,23 @@ def _excursion_child(
     except BaseException as error:  # noqa: BLE001 - reported to the caller
         _send(report, error_message(error))
         os._exit(127)
+
+
+def _become_root_if_mapped() -> None:
+    """Take uid and gid 0 of the user namespace just joined, if they are mapped.
+
+    A container whose root maps to a subordinate id does not map the
+    caller's own ids: without this the command would run as the overflow
+    id, unable to create files.
+    """
+    with open("/proc/self/uid_map") as port:
+        mapped = any(line.split()[0] == "0" for line in port if line.strip())
+    if not mapped or os.getuid() == 0:
+        return
+    with contextlib.suppress(PermissionError):
+        os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
 
 
 def _exec_or_report(

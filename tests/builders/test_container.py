@@ -343,3 +343,49 @@ def test_terminal_of_standard_input_becomes_the_console() -> None:
     os.close(primary)
     os.close(secondary)
     assert answer == "0"
+
+
+def test_excursion_into_a_container_with_subordinate_ids_runs_as_its_root(
+    shares: tuple[Path, Path],
+) -> None:
+    _, shared = shares
+    results: list[int] = []
+    check = """
+        import os, sys
+        open("/tmp/made-by-excursion", "w").close()
+        sys.exit(0 if os.getuid() == 0 else 8)
+    """
+
+    def enter(pid: int) -> None:
+        try:
+            results.append(container_excursion(pid, python(check)))
+        finally:
+            (shared / "stop").touch()
+
+    code = """
+        import os, time
+        while not os.path.exists("/shared/stop"):
+            time.sleep(0.02)
+        raise SystemExit(0 if os.path.exists("/tmp/made-by-excursion") else 6)
+    """
+    mounts = [*PYTHON_MOUNTS, BindMount(str(shared), "/shared", writable=True)]
+    status = call_with_container(
+        mounts, python(code), host_uid_base=100000, process_spawned_hook=enter
+    )
+    assert results == [0] and status == 0
+
+
+def test_parallel_containers_from_threads() -> None:
+    statuses: list[int] = []
+
+    def one(number: int) -> None:
+        statuses.append(
+            call_with_container(PYTHON_MOUNTS, python(f"raise SystemExit({number})"))
+        )
+
+    threads = [threading.Thread(target=one, args=(number,)) for number in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [0, 1, 2, 3]
