@@ -10,8 +10,9 @@ Measured:
 * graph: the closure of the top layer as a networkx graph, reading and
   parsing every ``.drv`` again (caches cleared), then its build generations;
 * nix-instantiate of a generated ``.nix`` with the same DAG, when Nix is
-  installed (it writes into the real /nix/store); the derivation paths of
-  both are compared.
+  installed (it writes into the real /nix/store; a random ``salt`` variable
+  makes every run's derivations new, so Nix writes them); the derivation
+  paths of both are compared.
 
 Usage: ``python3 benchmarks/derivations.py [--smoke] [--size N] [--no-nix]``.
 Timings are printed, never asserted.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import secrets
 import shutil
 import subprocess
 import sys
@@ -68,7 +70,9 @@ def timed(label: str, function: Callable[[], T]) -> tuple[T, float]:
 
 
 def create_all(
-    layers: list[list[tuple[str, list[int]]]], make: Callable[..., Derivation]
+    layers: list[list[tuple[str, list[int]]]],
+    make: Callable[..., Derivation],
+    salt: str = "",
 ) -> list[Derivation]:
     """Create every derivation of ``layers`` with ``make``; return the top layer."""
     below: list[Derivation] = []
@@ -81,6 +85,7 @@ def create_all(
                 "name": name,
                 "system": SYSTEM,
                 "deps": " ".join(d.output_path() for d in inputs),
+                "salt": salt,
             }
             current.append(
                 make(
@@ -103,11 +108,11 @@ def pure(cache: ModuloCache) -> Callable[..., Derivation]:
     return make
 
 
-def nix_expression(layers: list[list[tuple[str, list[int]]]]) -> str:
+def nix_expression(layers: list[list[tuple[str, list[int]]]], salt: str) -> str:
     lines = [
         "let",
         '  mk = name: deps: derivation { inherit name deps; system = "x86_64-linux";'
-        ' builder = "/bin/sh"; args = [ "-c" "true" ]; };',
+        f' builder = "/bin/sh"; args = [ "-c" "true" ]; salt = "{salt}"; }};',
     ]
     for layer, row in enumerate(layers):
         for index, (name, deps) in enumerate(row):
@@ -121,13 +126,13 @@ def nix_expression(layers: list[list[tuple[str, list[int]]]]) -> str:
 
 
 def run_nix(
-    layers: list[list[tuple[str, list[int]]]], workdir: Path
+    layers: list[list[tuple[str, list[int]]]], workdir: Path, salt: str
 ) -> tuple[list[str], float] | None:
     if shutil.which("nix-instantiate") is None:
         print("nix-instantiate: not installed, skipped")
         return None
     expression = workdir / "dag.nix"
-    expression.write_text(nix_expression(layers))
+    expression.write_text(nix_expression(layers, salt))
     run = lambda: subprocess.run(  # noqa: E731
         ["nix-instantiate", str(expression)], check=True, capture_output=True, text=True
     ).stdout.split()
@@ -143,16 +148,25 @@ def main() -> None:
     parser.add_argument(
         "--no-nix", action="store_true", help="do not run nix-instantiate"
     )
+    parser.add_argument(
+        "--salt",
+        default=secrets.token_hex(4),
+        help="a variable in every derivation (default: random, so that Nix "
+        "writes new .drv files; give a fixed one to time Nix when they exist)",
+    )
     options = parser.parse_args()
     size = 300 if options.smoke else options.size
     width = 30 if options.smoke else 100
     layers = shape(size, width)
     total = sum(len(row) for row in layers)
-    print(f"{total} derivations: {len(layers)} layers of {width}, fan-in {FANIN}")
+    salt = options.salt
+    print(
+        f"{total} derivations: {len(layers)} layers of {width}, fan-in {FANIN}, salt {salt}"
+    )
 
     top, t_create = timed(
         "create, pure (hash + ATerm + path)",
-        lambda: create_all(layers, pure(ModuloCache())),
+        lambda: create_all(layers, pure(ModuloCache()), salt),
     )
 
     with tempfile.TemporaryDirectory() as temp:
@@ -165,8 +179,10 @@ def main() -> None:
             return derivation(store, *args, cache=cache, **options)
 
         _, t_write = timed(
-            "create and write into a pyguix store", lambda: create_all(layers, write)
+            "create and write into a pyguix store",
+            lambda: create_all(layers, write, salt),
         )
+        timed("import networkx (once per process)", lambda: __import__("networkx"))
         clear_read_cache()
         roots = [d.path for d in top]
         graph, t_graph = timed(
@@ -181,7 +197,7 @@ def main() -> None:
             f"graph: {graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges"
         )
 
-        nix = None if options.no_nix else run_nix(layers, Path(temp))
+        nix = None if options.no_nix else run_nix(layers, Path(temp), salt)
     if nix is not None:
         nix_paths, t_nix = nix
         print(f"same derivation paths as Nix: {'yes' if nix_paths == roots else 'NO'}")
