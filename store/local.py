@@ -17,9 +17,10 @@ half-written is ever valid:
 
 1. compute the store path (hashing the source);
 2. take the GC lock shared, add a temporary root, return if already valid;
-3. lock ``<path>.lock``, check validity again;
-4. record the add in ``adding/<temp>`` (locked), write the item under
-   ``<store>/.tmp-...``, canonicalise it, hash it again, fsync it;
+3. record the add in ``adding/<temp>`` (locked), lock ``<path>.lock``,
+   check validity again;
+4. write the item under ``<store>/.tmp-...``, canonicalise it, hash it
+   again, fsync it;
 5. rename it into place, then register it with its references in one
    transaction.
 
@@ -422,17 +423,19 @@ class LocalStore:
             self._add_temp_root_locked(text)
             if self.is_valid(text):
                 return
-            with self.lock_paths([text]):
+            # The record comes first, so that a crash at any later point,
+            # even while creating the lock file, is recovered.
+            with self.adding(path) as entry, self.lock_paths([text]):
                 if self.is_valid(text):
                     return
-                with self.adding(path) as entry:
-                    nar_hash, nar_size = self._write_item(path, entry, write, expected)
-                    pause_point("before-register")
-                    info = PathInfo(
-                        text, nar_hash, nar_size, references, None, int(time.time()), ca
-                    )
-                    self.db.register([info])
-                    pause_point("after-register")
+                pause_point("locked")
+                nar_hash, nar_size = self._write_item(path, entry, write, expected)
+                pause_point("before-register")
+                info = PathInfo(
+                    text, nar_hash, nar_size, references, None, int(time.time()), ca
+                )
+                self.db.register([info])
+                pause_point("after-register")
 
     def _write_item(
         self,

@@ -92,6 +92,7 @@ def check_consistent(tmp_path: Path, source: Path) -> tuple[LocalStore, str, boo
 @pytest.mark.parametrize(
     ("point", "valid_after"),
     [
+        ("locked", False),
         ("after-write", False),
         ("before-rename", False),
         ("before-register", False),
@@ -112,7 +113,7 @@ def test_kill_at_pause_point(
     assert verify_store(store, check_contents=True).problems == []
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.3])
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3, 0.6])
 def test_kill_after_delay(tmp_path: Path, big_tree: Path, delay: float) -> None:
     child = adder(tmp_path, big_tree)
     time.sleep(delay)
