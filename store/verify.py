@@ -139,6 +139,8 @@ def _check_invalid(store: LocalStore, report: VerifyReport, repair: bool) -> Non
     paths = {os.path.join(store.store_dir, n): n for n in names}
     valid = store.query_valid(paths)
     for path in sorted(set(paths) - valid):
+        if _is_held(store.lock_file_of(path)):
+            continue  # being built or added right now
         fixed = repair and _delete_invalid(store, path)
         report.problems.append(
             Problem("invalid", path, "it is on disk but not registered", fixed)

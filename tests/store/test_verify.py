@@ -67,3 +67,12 @@ def test_corrupt_contents_cannot_be_repaired(store: LocalStore, tree: Path) -> N
     report = verify_store(store, check_contents=True, repair=True)
     assert [(p.kind, p.path) for p in report.remaining] == [("corrupt", path)]
     assert "cannot be repaired" in report.remaining[0].detail
+
+
+def test_locked_invalid_item_is_being_built_not_a_problem(store: LocalStore) -> None:
+    building = f"{store.store_dir}/{'c' * 32}-output"
+    os.makedirs(store.physical(building))
+    with store.lock_paths([building]):
+        assert verify_store(store, repair=True).problems == []
+        assert os.path.isdir(store.physical(building))
+    assert kinds(verify_store(store)) == [("invalid", False)]
