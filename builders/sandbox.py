@@ -94,7 +94,11 @@ class SandboxSpec:
     command: tuple[str, ...]
     """The builder's argument vector; ``command[0]`` is an absolute path."""
     build_dir: str
-    """The host directory that becomes the build directory."""
+    """The host directory that becomes the build directory.
+
+    It must exist; as root it is handed to the build user (its owner only,
+    not its contents), so what the caller puts in it must be readable by all.
+    """
     env: Mapping[str, str] = field(default_factory=dict)
     """The builder's whole environment (see the module's documentation)."""
     mounts: tuple[FileSystemSpec, ...] = ()
@@ -160,7 +164,7 @@ def run_sandboxed(spec: SandboxSpec, log: Log) -> SandboxResult:
     log_read, log_write = os.pipe2(os.O_CLOEXEC)
     try:
         plan = _plan(spec, root, log_write)
-        _give_to_build_user(spec, plan)
+        _give_to_build_user(spec)
         logger.debug("starting sandboxed build: %s", spec.command)
         start = time.monotonic()
         launched = launch(plan, SandboxError)
@@ -175,10 +179,17 @@ def run_sandboxed(spec: SandboxSpec, log: Log) -> SandboxResult:
 
 
 def _host_ids(spec: SandboxSpec) -> tuple[int, int]:
+    """Return the host uid and gid of the builder."""
     if os.getuid() != 0:
         return os.getuid(), os.getgid()
     uid = BUILD_USER_BASE + 1 if spec.host_uid is None else spec.host_uid
-    return uid, uid if spec.host_gid is None else spec.host_gid
+    gid = uid if spec.host_gid is None else spec.host_gid
+    if BUILD_USER_BASE in (uid, gid):
+        raise SandboxError(
+            f"host id '{BUILD_USER_BASE}' cannot be a build user",
+            "it owns the sandbox's own files: take build users above it",
+        )
+    return uid, gid
 
 
 def _plan(spec: SandboxSpec, root: str, log_write: int) -> Plan:
@@ -235,7 +246,7 @@ def _etc_files(spec: SandboxSpec) -> tuple[tuple[str, bytes], ...]:
     return tuple(files)
 
 
-def _give_to_build_user(spec: SandboxSpec, plan: Plan) -> None:
+def _give_to_build_user(spec: SandboxSpec) -> None:
     """As root, hand the build and writable directories to the build user."""
     if os.getuid() != 0:
         return

@@ -33,6 +33,7 @@ from builders.linux import (
     unprivileged_user_namespaces_supported,
 )
 from builders.sandbox import (
+    BUILD_USER_BASE,
     BindMount,
     SandboxError,
     SandboxResult,
@@ -471,3 +472,14 @@ def test_a_build_keeps_no_descriptor_of_the_caller_open(tmp_path: Path) -> None:
     finally:
         os.close(read_end)
         worker.join()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="build users are chosen only as root")
+def test_build_user_cannot_be_the_sandbox_root_id(tmp_path: Path) -> None:
+    with pytest.raises(SandboxError, match="'30000'"):
+        run(tmp_path, "pass", host_uid=BUILD_USER_BASE)
+    result, log = run(
+        tmp_path, "import os; print(os.getuid())", host_uid=BUILD_USER_BASE + 7
+    )
+    assert result.succeeded and log == "1000\n"
+    assert os.stat(tmp_path / "build").st_uid == BUILD_USER_BASE + 7
