@@ -169,7 +169,11 @@ class BuildLog:
         return [line.decode("utf-8", "replace") for line in kept]
 
     def close(self) -> None:
-        """Commit the log: flush, fsync, and rename it into place."""
+        """Commit the log: flush it and rename it into place.
+
+        Note: no fsync, as Nix does none for logs: a log lost in a crash costs
+        a rebuild to see again, while a sync per build would cost every build.
+        """
         if self._closed:
             return
         self._closed = True
@@ -179,8 +183,6 @@ class BuildLog:
 
         try:
             self._file.write(self._compressor.flush())
-            self._file.flush()
-            os.fsync(self._file.fileno())
         finally:
             self._file.close()
         os.chmod(self._temp, 0o644)

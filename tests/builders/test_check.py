@@ -123,7 +123,8 @@ def test_binary_and_large_files_get_no_diff(tmp_path: Path) -> None:
 
 def test_long_diff_is_cut(tmp_path: Path) -> None:
     original, rebuilt = tmp_path / "a", tmp_path / "b"
-    original.mkdir(), rebuilt.mkdir()
+    original.mkdir()
+    rebuilt.mkdir()
     (original / "log").write_text("".join(f"{i}\n" for i in range(200)))
     (rebuilt / "log").write_text("".join(f"{i}!\n" for i in range(200)))
 
@@ -173,7 +174,8 @@ def test_report_names_each_file_and_suggests_diffoscope(tmp_path: Path) -> None:
 
 def test_report_limits_the_listed_files(tmp_path: Path) -> None:
     original, rebuilt = tmp_path / "a", tmp_path / "b"
-    original.mkdir(), rebuilt.mkdir()
+    original.mkdir()
+    rebuilt.mkdir()
     for i in range(5):
         (rebuilt / f"f{i}").write_text("")
 

@@ -82,15 +82,15 @@ def test_plain_reporter_without_plan_and_substitutes() -> None:
     reporter.plan([], ["/pyguix/store/2abcdfghijklmnpqrsvwxyz01234567-src"])
     reporter.build_started(FOO, "foo")
     reporter.done()
-    idle = PlainReporter(io.StringIO())
-    idle.done()
+    quiet = io.StringIO()
+    PlainReporter(quiet).done()
 
     assert stream.getvalue().splitlines()[:3] == [
         "this path will be fetched:",
         "  /pyguix/store/2abcdfghijklmnpqrsvwxyz01234567-src",
         "[1/1] building foo...",
     ]
-    assert idle.stream.getvalue() == ""
+    assert quiet.getvalue() == ""
 
 
 def test_make_reporter_is_plain_off_a_terminal() -> None:
