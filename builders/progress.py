@@ -258,8 +258,10 @@ class LiveReporter(BuildReporter):
     ) -> None:
         from rich.console import Console
 
-        self.console = console or Console(
-            file=stream if stream is not None else sys.stderr
+        self.console = (
+            console
+            if console is not None
+            else Console(file=stream if stream is not None else sys.stderr)
         )
         self.print_logs = print_logs
         self.max_rows = max_rows
