@@ -1,0 +1,691 @@
+"""Build one derivation: lock its outputs, run its builder, register the results.
+
+Spec: issue 5, items 2, 3 and 5; Nix's ``LocalDerivationGoal`` and the Guix
+daemon's ``DerivationGoal`` (``nix/libstore/build.cc``).
+
+**Protocol.** :func:`build_derivation` takes the lock of every output path
+(``<path>.lock``) and looks again at their validity: a process that held the
+locks before may have built them, and then nothing is done.  Otherwise it
+reads the input closure (the input sources and the used outputs of the
+input derivations, with everything they refer to), runs the builder, and
+registers every output in one transaction, with the derivation as deriver.
+
+**Where outputs are written.** Each build gets a fresh directory in the
+store (a temporary entry recorded in ``adding/``, so a crashed build's is
+removed when the store is next opened).  The sandbox binds it writable at
+the logical store directory, and binds each path of the input closure
+read-only on top, at its logical path; the builder thus sees the store as
+Nix's chroot shows it: its inputs, read-only, and room to create its
+outputs.  An output the builder writes lands in that directory; once
+checked it is renamed into place, so a half-built output is never at its
+final path.  This works the same for a chroot store (``--root``), whose
+items are bound from their physical paths.
+
+**Checks after the build**, each failing the build as Nix does: every
+declared output exists; it is canonicalised (read-only, mtime 1, owned by
+us); its references are the hash parts of the input closure and of the
+outputs found in it; ``allowedReferences`` and ``disallowedReferences``
+(paths or output names, as Guix's ``derivation`` writes them) hold; a fixed
+output has the declared hash.
+
+**Failure.** Nothing is registered, the temporary outputs are removed (or,
+with ``keep_failed``, moved next to the kept build directory), and
+:class:`BuildError` carries the builder's exit status, the last lines of
+its log and the log's path.
+
+**Check.** :func:`check_derivation` builds a derivation whose outputs are
+valid again, in the same way, and compares the NAR hashes; a differing
+result is kept at ``<output>-check`` (outside the database, as Nix does).
+Fixed-output derivations are not rebuilt: their hash already says whether
+they are what was declared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from builders.bootstrap import interpreter_paths
+from builders.check import compare_outputs, format_check_report
+from builders.environment import builder_environment
+from builders.logs import BuildLog, open_build_log
+from builders.sandbox import (
+    BUILD_USER_BASE,
+    BindMount,
+    SandboxResult,
+    SandboxSpec,
+    run_sandboxed,
+)
+from derivations.create import read_derivation
+from derivations.derivation import Derivation
+from store.canonical import UnsupportedFileError, canonicalise, remove_tree
+from store.database import PathInfo
+from store.errors import PyguixError
+from store.hash import Hash
+from store.local import LocalStore
+from store.nar import hash_path
+from store.references import scan_references
+
+__all__ = [
+    "BuildError",
+    "BuildFailure",
+    "BuildOptions",
+    "BuildResult",
+    "CheckOutcome",
+    "build_derivation",
+    "check_derivation",
+    "input_paths",
+]
+
+logger = logging.getLogger(__name__)
+
+OnLine = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How builds run; the command line's options."""
+
+    cores: int = 0
+    """``NIX_BUILD_CORES`` given to builders; 0 means every CPU."""
+    timeout: float | None = None
+    """Seconds after which a build is killed."""
+    max_silent_time: float | None = None
+    """Seconds without output after which a build is killed."""
+    keep_failed: bool = False
+    """Keep the build directory and partial outputs of a failed build."""
+    slot: int = 0
+    """Which build user runs the build, when pyguix runs as root (one per
+    concurrent build)."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What became of one derivation."""
+
+    drv_path: str
+    """The derivation."""
+    outputs: Mapping[str, str]
+    """Its output paths, by output name."""
+    built: bool
+    """False when the outputs were already valid (maybe built by another
+    process while this one waited on the locks)."""
+    duration: float = 0.0
+    """Seconds the build took."""
+    log_path: str | None = None
+    """The physical path of the build's log."""
+
+
+@dataclass(frozen=True)
+class BuildFailure:
+    """Why a build failed, as plain data (it crosses process boundaries)."""
+
+    drv_path: str
+    """The derivation that failed."""
+    kind: str
+    """``builder``, ``timeout``, ``silent``, ``output``, ``references``,
+    ``hash``, ``input``, ``check``, ``setup`` or ``dependency``."""
+    reason: str
+    """One sentence, the thing named in quotes."""
+    builder_status: int | None = None
+    """The builder's exit code, if it exited."""
+    signal: int | None = None
+    """The signal that killed the builder, if any."""
+    log_tail: tuple[str, ...] = ()
+    """The last lines of the build's log."""
+    log_path: str | None = None
+    """Where the whole log is."""
+    kept: str | None = None
+    """Where the build directory was kept (``keep_failed``)."""
+    details: tuple[str, ...] = ()
+    """More lines: the files a check found different, the bad references."""
+    hint: str | None = None
+    """How to fix it, when known."""
+
+
+_EXIT_STATUS = {"timeout": 101, "silent": 101, "hash": 102, "check": 104}
+
+
+class BuildError(PyguixError):
+    """Report that a derivation could not be built; carries a :class:`BuildFailure`.
+
+    :attr:`exit_status` is the command's exit status, as Nix's: 100 for a
+    failed build, 101 when it timed out, 102 for a hash mismatch, 104 for a
+    check that found a difference.
+    """
+
+    def __init__(self, failure: BuildFailure) -> None:
+        super().__init__(_message(failure), _hint(failure))
+        self.failure = failure
+        self.drv_path = failure.drv_path
+        self.exit_status = _EXIT_STATUS.get(failure.kind, 100)
+
+    def __reduce__(self) -> tuple[type[BuildError], tuple[BuildFailure]]:
+        return BuildError, (self.failure,)
+
+
+def _message(failure: BuildFailure) -> str:
+    lines = [f"build of '{failure.drv_path}' failed: {failure.reason}"]
+    lines += [f"  {line}" for line in failure.details]
+    if failure.log_tail:
+        lines.append(f"last {len(failure.log_tail)} log lines:")
+        lines += [f"> {line}" for line in failure.log_tail]
+    return "\n".join(lines)
+
+
+def _hint(failure: BuildFailure) -> str | None:
+    hints = [failure.hint] if failure.hint else []
+    if failure.kept:
+        hints.append(f"the build directory was kept at '{failure.kept}'")
+    if failure.log_path:
+        hints.append(f"the full log is '{failure.log_path}' (see 'pyguix log')")
+    return "; ".join(hints) or None
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """The outcome of checking one derivation."""
+
+    drv_path: str
+    """The derivation."""
+    rounds: int
+    """How many rebuilds agreed with the valid outputs."""
+    skipped: str | None = None
+    """Why the derivation was not rebuilt, if it was not."""
+
+
+@dataclass(frozen=True)
+class _Output:
+    """One output as built, checked and hashed, still in the scratch directory."""
+
+    name: str
+    path: str
+    temp: str
+    nar_hash: Hash
+    nar_size: int
+    references: frozenset[str]
+    ca: str | None
+
+
+@dataclass
+class _Build:
+    """One run of a builder: where it wrote, and what came out."""
+
+    drv: Derivation
+    scratch: str
+    build_dir: str
+    log: BuildLog | None = None
+    outputs: dict[str, _Output] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------
+# Entry points
+
+
+def input_paths(store: LocalStore, drv: Derivation) -> set[str]:
+    """Return the store paths ``drv`` uses directly: its input sources and the
+    outputs it uses of its input derivations."""
+    paths = set(drv.input_sources)
+    for input_path, names in drv.input_derivations.items():
+        input_drv = read_derivation(store, input_path)
+        paths.update(input_drv.output_path(name) for name in names)
+    return paths
+
+
+def build_derivation(
+    store: LocalStore,
+    drv: Derivation,
+    options: BuildOptions | None = None,
+    on_line: OnLine | None = None,
+) -> BuildResult:
+    """Make every output of ``drv`` valid, building it unless it already is.
+
+    The caller guarantees that the inputs of ``drv`` are valid (the
+    scheduler builds them first).
+
+    :param on_line: given each line of the build's log as it comes.
+    :raises BuildError: when the build fails; nothing is registered then.
+    """
+    options = options or BuildOptions()
+    outputs = drv.output_paths()
+    for path in outputs.values():
+        store.add_temp_root(path)
+
+    with store.lock_paths(outputs.values()):
+        valid = store.query_valid(outputs.values())
+        if len(valid) == len(set(outputs.values())):
+            return BuildResult(drv.path, outputs, built=False)
+        closure = _input_closure(store, drv)
+        wanted = {n: p for n, p in outputs.items() if p not in valid}
+        start = time.monotonic()
+        with _run(store, drv, closure, wanted, options, on_line) as build:
+            _move_into_place(store, build)
+            _register(store, drv, build)
+            log_path = build.log.path if build.log else None
+        logger.info("built %s", drv.path)
+        return BuildResult(drv.path, outputs, True, time.monotonic() - start, log_path)
+
+
+def check_derivation(
+    store: LocalStore,
+    drv: Derivation,
+    options: BuildOptions | None = None,
+    rounds: int = 1,
+    on_line: OnLine | None = None,
+) -> CheckOutcome:
+    """Build the valid outputs of ``drv`` again ``rounds`` times and compare.
+
+    On a difference, the rebuilt output is kept at ``<output>-check`` next to
+    the original (not registered) and :class:`BuildError` (kind ``check``)
+    names the files that differ.  Fixed-output derivations are skipped: their
+    declared hash is their check.
+
+    :raises BuildError: on a difference, a failed rebuild, or outputs that are
+        not valid.
+    """
+    options = options or BuildOptions()
+    outputs = drv.output_paths()
+    if drv.is_fixed_output():
+        return CheckOutcome(drv.path, 0, "fixed-output derivation, checked by its hash")
+    invalid = set(outputs.values()) - store.query_valid(outputs.values())
+    if invalid:
+        raise BuildError(
+            BuildFailure(
+                drv.path,
+                "input",
+                f"cannot check it: output '{min(invalid)}' is not valid",
+                hint="build it first, then check it",
+            )
+        )
+
+    closure = _input_closure(store, drv)
+    for _ in range(rounds):
+        with (
+            store.lock_paths(outputs.values()),
+            _run(store, drv, closure, outputs, options, on_line) as build,
+        ):
+            _compare(store, build)
+    return CheckOutcome(drv.path, rounds)
+
+
+# ---------------------------------------------------------------------------
+# Running the builder
+
+
+def _input_closure(store: LocalStore, drv: Derivation) -> set[str]:
+    """Return the closure of the inputs of ``drv``, failing if one is invalid."""
+    inputs = input_paths(store, drv)
+    missing = inputs - store.query_valid(inputs)
+    if missing:
+        raise BuildError(
+            BuildFailure(
+                drv.path,
+                "input",
+                f"its input '{min(missing)}' is not valid",
+                hint="build its input derivations first",
+            )
+        )
+    return store.query_requisites(inputs)
+
+
+@contextmanager
+def _run(
+    store: LocalStore,
+    drv: Derivation,
+    closure: set[str],
+    wanted: Mapping[str, str],
+    options: BuildOptions,
+    on_line: OnLine | None,
+) -> Iterator[_Build]:
+    """Run the builder of ``drv``; yield its checked outputs, still in scratch.
+
+    The scratch directory and the build directory are removed when the block
+    ends, unless the build failed and ``keep_failed`` is set.
+    """
+    with store.adding(None) as entry:
+        os.mkdir(entry.temp)
+        os.chmod(entry.temp, 0o1777)
+        build_dir = tempfile.mkdtemp(prefix=f"pyguix-build-{drv.name}.drv-")
+        build = _Build(drv, entry.temp, build_dir)
+        try:
+            _execute(store, build, closure, options, on_line)
+            _finish_outputs(store, build, closure, wanted)
+        except BuildError as error:
+            raise _failed(build, error.failure, options) from None
+        except PyguixError as error:
+            failure = BuildFailure(drv.path, "setup", error.message, hint=error.hint)
+            raise _failed(build, failure, options) from None
+        else:
+            remove_tree(build_dir)
+        yield build
+
+
+def _execute(
+    store: LocalStore,
+    build: _Build,
+    closure: set[str],
+    options: BuildOptions,
+    on_line: OnLine | None,
+) -> None:
+    """Run the builder, logging its output; raise if it did not succeed."""
+    drv = build.drv
+    log = build.log = open_build_log(store.real_state_dir, drv.path, on_line=on_line)
+    try:
+        if drv.builder == "builtin:fetchurl":
+            _fetch(store, build)
+            return
+        result = run_sandboxed(_sandbox_spec(store, build, closure, options), log.write)
+    finally:
+        log.close()
+    if not result.succeeded:
+        raise BuildError(_builder_failure(drv, result, log))
+
+
+def _sandbox_spec(
+    store: LocalStore, build: _Build, closure: set[str], options: BuildOptions
+) -> SandboxSpec:
+    drv = build.drv
+    inside = f"/tmp/pyguix-build-{drv.name}.drv-0"
+    if not drv.builder.startswith("/"):
+        raise BuildError(
+            BuildFailure(
+                drv.path,
+                "setup",
+                f"its builder '{drv.builder}' is not an absolute path",
+                hint="builders are store paths or the bootstrap interpreter",
+            )
+        )
+
+    # The scratch directory is the store inside; inputs go read-only on top.
+    mounts = [BindMount(build.scratch, store.store_dir, writable=True)]
+    mounts += [BindMount(store.physical(path), path) for path in sorted(closure)]
+    mounts += [BindMount(path, path) for path in interpreter_paths()]
+    uid = BUILD_USER_BASE + 1 + options.slot if os.getuid() == 0 else None
+    return SandboxSpec(
+        command=(drv.builder, *drv.args),
+        build_dir=build.build_dir,
+        build_dir_target=inside,
+        env=builder_environment(drv, store.store_dir, inside, options.cores),
+        mounts=tuple(mounts),
+        network=drv.is_fixed_output(),
+        host_uid=uid,
+        host_gid=uid,
+        timeout=options.timeout,
+        max_silent_time=options.max_silent_time,
+    )
+
+
+def _fetch(store: LocalStore, build: _Build) -> None:
+    """Run ``builtin:fetchurl`` in this process, as Nix's builtin builder."""
+    from builders.fetchurl import run_builtin_fetchurl
+
+    drv = build.drv
+    target = os.path.join(build.scratch, os.path.basename(drv.output_path("out")))
+    env = builder_environment(drv, store.store_dir, build.build_dir, 1)
+    try:
+        run_builtin_fetchurl(env, target)
+    except PyguixError as error:
+        assert build.log is not None
+        build.log.write(f"{error.message}\n".encode())
+        raise BuildError(
+            BuildFailure(drv.path, "builder", error.message, hint=error.hint)
+        ) from None
+
+
+def _builder_failure(
+    drv: Derivation, result: SandboxResult, log: BuildLog
+) -> BuildFailure:
+    if result.timed_out:
+        kind, reason = "timeout", f"timed out after {result.duration:.1f} s"
+    elif result.silent_too_long:
+        kind, reason = "silent", "killed after producing no output for too long"
+    elif result.exit_status is not None:
+        kind, reason = "builder", f"builder exited with status {result.exit_status}"
+    else:
+        kind, reason = "builder", f"builder was killed by signal {result.signal}"
+    return BuildFailure(
+        drv.path,
+        kind,
+        reason,
+        builder_status=result.exit_status,
+        signal=result.signal,
+        log_tail=tuple(log.tail(10)),
+        log_path=log.path,
+    )
+
+
+def _failed(build: _Build, failure: BuildFailure, options: BuildOptions) -> BuildError:
+    """Clean up after a failed build (or keep it); return the error to raise."""
+    if build.log is not None and failure.log_path is None:
+        failure = _with(failure, log_path=build.log.path, log_tail=build.log.tail(10))
+    if options.keep_failed:
+        kept = _keep(build)
+        failure = _with(failure, kept=kept)
+        logger.info("keeping build directory '%s'", kept)
+    else:
+        remove_tree(build.build_dir)
+    # The scheduler's reporter and the command's error line show the failure.
+    logger.info("build of %s failed: %s", build.drv.path, failure.reason)
+    return BuildError(failure)
+
+
+def _with(failure: BuildFailure, **changes: object) -> BuildFailure:
+    fields = dict(failure.__dict__)
+    fields.update(changes)
+    return BuildFailure(**fields)
+
+
+def _keep(build: _Build) -> str:
+    """Move what the failed build left in the store next to its build directory.
+
+    The build directory stays where it is; each partial output goes to
+    ``<build dir>.<output name>``.
+    """
+    for name, path in build.drv.output_paths().items():
+        temp = os.path.join(build.scratch, os.path.basename(path))
+        if os.path.lexists(temp) and not os.path.ismount(temp):
+            shutil.move(temp, f"{build.build_dir}.{name}")
+    return build.build_dir
+
+
+# ---------------------------------------------------------------------------
+# After the build: outputs, references, hashes
+
+
+def _finish_outputs(
+    store: LocalStore, build: _Build, closure: set[str], wanted: Mapping[str, str]
+) -> None:
+    """Check, canonicalise, scan and hash each wanted output in scratch."""
+    drv = build.drv
+    temps = {
+        n: os.path.join(build.scratch, os.path.basename(p)) for n, p in wanted.items()
+    }
+    missing = sorted(n for n, t in temps.items() if not os.path.lexists(t))
+    if missing:
+        raise BuildError(
+            BuildFailure(
+                drv.path,
+                "output",
+                f"the builder did not produce output(s) "
+                f"{', '.join(repr(n) for n in missing)}",
+                hint="a builder must create a file or directory at each output's path",
+            )
+        )
+
+    candidates = closure | set(drv.output_paths().values())
+    for name, path in wanted.items():
+        build.outputs[name] = _finish_one(drv, name, path, temps[name], candidates)
+    _check_references(drv, build.outputs)
+
+
+def _finish_one(
+    drv: Derivation, name: str, path: str, temp: str, candidates: set[str]
+) -> _Output:
+    if os.getuid() == 0:
+        _chown_tree(temp)
+    try:
+        canonicalise(temp)
+    except UnsupportedFileError as error:
+        raise BuildError(
+            BuildFailure(drv.path, "output", f"output '{name}': {error.message}")
+        ) from None
+    references = frozenset(scan_references(temp, candidates))
+    nar_hash, nar_size = hash_path(temp)
+    ca = _check_fixed_output(drv, name, temp, nar_hash)
+    return _Output(name, path, temp, nar_hash, nar_size, references, ca)
+
+
+def _chown_tree(path: str) -> None:
+    """Give the tree at ``path``, written by a build user, back to us."""
+    uid, gid = os.getuid(), os.getgid()
+    os.lchown(path, uid, gid)
+    if os.path.isdir(path) and not os.path.islink(path):
+        for directory, dirs, files in os.walk(path):
+            for entry in dirs + files:
+                os.lchown(os.path.join(directory, entry), uid, gid)
+
+
+def _check_fixed_output(
+    drv: Derivation, name: str, temp: str, nar_hash: Hash
+) -> str | None:
+    """Check a fixed output's hash; return its content address, or ``None``."""
+    declared = drv.outputs[name].content_hash
+    if declared is None:
+        return None
+    recursive = drv.outputs[name].recursive
+    if recursive:
+        got = (
+            nar_hash
+            if declared.algorithm == "sha256"
+            else hash_path(temp, declared.algorithm)[0]
+        )
+    else:
+        got = _flat_hash(drv, temp, declared.algorithm)
+    if got.digest != declared.digest:
+        raise BuildError(
+            BuildFailure(
+                drv.path,
+                "hash",
+                f"hash mismatch in fixed-output derivation output '{name}'",
+                details=(
+                    f"specified: {declared.to_string('base32')}",
+                    f"got:       {got.to_string('base32')}",
+                ),
+                hint="if the new content is right, declare the hash it got",
+            )
+        )
+    method = "r:" if recursive else ""
+    return f"fixed:{method}{declared.algorithm}:{declared.to_base32()}"
+
+
+def _flat_hash(drv: Derivation, temp: str, algorithm: str) -> Hash:
+    if os.path.islink(temp) or not os.path.isfile(temp):
+        raise BuildError(
+            BuildFailure(
+                drv.path,
+                "hash",
+                "a flat fixed output must be a regular file",
+                hint="declare a recursive hash for a directory",
+            )
+        )
+    hasher = hashlib.new(algorithm)
+    with open(temp, "rb") as file:
+        while chunk := file.read(1 << 20):
+            hasher.update(chunk)
+    return Hash(algorithm, hasher.digest())
+
+
+def _reference_set(drv: Derivation, option: str) -> set[str] | None:
+    """Return the paths an ``allowedReferences``-like option names, or ``None``."""
+    if option not in drv.env:
+        return None
+    outputs = drv.output_paths()
+    return {outputs.get(item, item) for item in drv.env[option].split()}
+
+
+def _check_references(drv: Derivation, outputs: Mapping[str, _Output]) -> None:
+    """Enforce ``allowedReferences`` and ``disallowedReferences``."""
+    # TODO: allowedRequisites and disallowedRequisites (closures) too.
+    allowed = _reference_set(drv, "allowedReferences")
+    disallowed = _reference_set(drv, "disallowedReferences") or set()
+    problems = []
+    for output in outputs.values():
+        for reference in sorted(output.references):
+            forbidden = allowed is not None and reference not in allowed
+            if forbidden or reference in disallowed:
+                problems.append(f"output '{output.name}' refers to '{reference}'")
+    if problems:
+        raise BuildError(
+            BuildFailure(
+                drv.path,
+                "references",
+                "an output refers to a store path its derivation forbids",
+                details=tuple(problems),
+                hint="see its allowedReferences and disallowedReferences",
+            )
+        )
+
+
+def _move_into_place(store: LocalStore, build: _Build) -> None:
+    """Rename each output from scratch to its path; the locks are held."""
+    for output in build.outputs.values():
+        physical = store.physical(output.path)
+        if os.path.lexists(physical):
+            remove_tree(physical)
+        os.rename(output.temp, physical)
+
+
+def _register(store: LocalStore, drv: Derivation, build: _Build) -> None:
+    # XXX: the outputs' rows and the derivation's output records are two
+    # transactions; a crash between them leaves valid outputs the derivation
+    # does not list yet, as a build made before outputs were recorded.
+    infos = [
+        PathInfo(o.path, o.nar_hash, o.nar_size, o.references, drv.path, 0, o.ca)
+        for o in build.outputs.values()
+    ]
+    store.register_valid_paths(infos)
+    if store.is_valid(drv.path):
+        store.register_derivation_outputs(drv.path, drv.output_paths())
+
+
+# ---------------------------------------------------------------------------
+# Checks
+
+
+def _compare(store: LocalStore, build: _Build) -> None:
+    """Compare each rebuilt output with the valid one; keep and report a difference."""
+    drv = build.drv
+    different: list[str] = []
+    for output in build.outputs.values():
+        info = store.query_path_info(output.path)
+        assert info is not None, output.path
+        if info.nar_hash.digest == output.nar_hash.digest:
+            continue
+        original = store.physical(output.path)
+        kept = original + "-check"
+        remove_tree(kept)
+        os.rename(output.temp, kept)
+        report = format_check_report(
+            compare_outputs(original, kept),
+            original_name=output.path,
+            rebuilt_name=output.path + "-check",
+        )
+        different += report.rsplit("\nhint: ", 1)[0].splitlines()
+    if different:
+        raise BuildError(
+            BuildFailure(
+                drv.path,
+                "check",
+                "it is not deterministic: a rebuild gave a different output",
+                details=tuple(different),
+                log_path=build.log.path if build.log else None,
+                hint="compare ORIGINAL and ORIGINAL-check in full with diffoscope",
+            )
+        )

@@ -1,0 +1,72 @@
+"""The environment a builder runs in, exactly as Nix's and Guix's daemons set it.
+
+Spec: Nix 2.8 ``DerivationGoal::initEnv`` (``libstore/build/local-derivation-goal.cc``)
+and the Guix daemon's copy of it (``nix/libstore/build.cc``).  Nothing of the
+caller's environment is inherited, except for fixed-output derivations, which
+get the host's values of the variables named in ``impureEnvVars``.  In order,
+later entries winning:
+
+1. ``PATH=/path-not-set``, ``HOME=/homeless-shelter`` (both point nowhere,
+   so a builder cannot find host programs or write a home directory),
+   ``NIX_STORE`` (the logical store directory), ``NIX_BUILD_CORES``;
+2. the derivation's own variables, which include each output name bound to
+   its path (``out=/pyguix/store/...``);
+3. for a fixed-output derivation, the ``impureEnvVars`` the host has;
+4. ``NIX_BUILD_TOP``, ``TMPDIR``, ``TEMPDIR``, ``TMP``, ``TEMP`` and ``PWD``,
+   all the build directory as the builder sees it;
+5. ``NIX_LOG_FD=2`` and ``TERM=xterm-256color``.
+
+No locale variable is set, as in Nix: the sandbox holds no locale data, so
+every build gets the C locale whatever the host uses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from derivations.derivation import Derivation
+
+__all__ = ["builder_environment", "resolve_cores"]
+
+
+def resolve_cores(cores: int) -> int:
+    """Return the ``NIX_BUILD_CORES`` value for ``--cores``: 0 means all CPUs."""
+    return cores if cores > 0 else (os.cpu_count() or 1)
+
+
+def builder_environment(
+    drv: Derivation,
+    store_dir: str,
+    build_top: str,
+    cores: int,
+    host_env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Return the whole environment of the builder of ``drv``.
+
+    :param store_dir: the logical store directory.
+    :param build_top: the build directory as the builder sees it.
+    :param cores: the ``--cores`` value; 0 means every CPU.
+    :param host_env: where fixed-output derivations find their
+        ``impureEnvVars`` (default: ``os.environ``).
+    """
+    env = {
+        "PATH": "/path-not-set",
+        "HOME": "/homeless-shelter",
+        "NIX_STORE": store_dir,
+        "NIX_BUILD_CORES": str(resolve_cores(cores)),
+    }
+    env.update(drv.env)
+
+    # Only a fixed-output build may see host variables, and only those named.
+    if drv.is_fixed_output():
+        host = os.environ if host_env is None else host_env
+        for name in drv.env.get("impureEnvVars", "").split():
+            if name in host:
+                env[name] = host[name]
+
+    for name in ("NIX_BUILD_TOP", "TMPDIR", "TEMPDIR", "TMP", "TEMP", "PWD"):
+        env[name] = build_top
+    env["NIX_LOG_FD"] = "2"
+    env["TERM"] = "xterm-256color"
+    return env

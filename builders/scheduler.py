@@ -1,0 +1,533 @@
+"""Realise derivations: build what is missing, in parallel, in child processes.
+
+Spec: issue 5, item 1; Nix's ``Worker`` (``libstore/build/worker.cc``) and
+``nix-store --realise``, Guix's ``build-things``.
+
+**The cache hit first.** :func:`realise` reads the targets' ``.drv`` files
+and asks the database once whether every wanted output is valid.  When they
+are, it returns: no graph is loaded and networkx is not even imported, so a
+no-op realise costs one parse per target and one query.
+
+**Otherwise** it loads the graph of derivations (:mod:`derivations.graph`),
+keeps the part whose outputs are missing, and runs up to ``jobs`` builds at
+once, each as soon as the builds of its inputs are done.  By default the
+first failure stops new builds, but running ones finish; with
+``keep_going`` everything that does not depend on a failure is built.
+Derivations that depend on a failed one are reported as "dependency failed".
+
+**Processes, not threads.** Each build runs in a child process forked from
+this one (which opens its own database connection and forks the sandbox in
+turn).  ``unshare(CLONE_NEWUSER)`` fails in a multithreaded process, and a
+fork from one is fragile, so the scheduler starts no thread: it waits on its
+children's pipes with :mod:`selectors`.  A child sends frames of pickled
+messages (``line``, then ``ok`` or ``failed``) over its pipe::
+
+    frame = length:u32be pickle((kind, payload))
+
+**Concurrency between processes.** A child takes the output locks before
+building and looks at validity again once it holds them, so two processes
+realising the same graph build each derivation once: the second waits, then
+finds the outputs valid.
+
+**Checks.** With ``check``, the targets are rebuilt and compared (see
+:func:`builders.build.check_derivation`) once their inputs are realised;
+``rounds`` > 1 builds each target that many times in all, comparing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import selectors
+import struct
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from builders.bootstrap import interpreter_paths
+from builders.build import (
+    BuildError,
+    BuildFailure,
+    BuildOptions,
+    BuildResult,
+    CheckOutcome,
+    build_derivation,
+    check_derivation,
+)
+from builders.progress import BuildReporter
+from derivations.create import read_derivation
+from derivations.derivation import Derivation, DerivationError
+from store.errors import PyguixError
+from store.local import LocalStore
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+__all__ = ["RealiseError", "RealiseResult", "Target", "parse_target", "realise"]
+
+logger = logging.getLogger(__name__)
+
+Target = str | tuple[str, Iterable[str] | None]
+"""A derivation path, or a path with the output names wanted (all if
+``None`` or empty)."""
+
+
+@dataclass(frozen=True)
+class RealiseResult:
+    """What a realise did."""
+
+    outputs: Mapping[str, Mapping[str, str]]
+    """For each target derivation, the wanted outputs' paths by name."""
+    built: tuple[str, ...] = ()
+    """Derivations built by this process, in the order they finished."""
+    checked: tuple[CheckOutcome, ...] = ()
+    """The checks done, with ``check`` or ``rounds``."""
+    failed: Mapping[str, BuildFailure] = field(default_factory=dict)
+    """Derivations that failed, or whose dependency did, and why."""
+    not_started: tuple[str, ...] = ()
+    """Derivations left unbuilt after a failure stopped the realise."""
+
+    @property
+    def ok(self) -> bool:
+        """Tell whether everything asked for is realised (and checked)."""
+        return not self.failed and not self.not_started
+
+    def output_paths(self) -> list[str]:
+        """Return every wanted output path, targets in order."""
+        return [path for outs in self.outputs.values() for path in outs.values()]
+
+
+class RealiseError(PyguixError):
+    """Report that some derivations could not be built; carries the result.
+
+    Its exit status is Nix's: 100, plus 1 if a build timed out, 2 for a hash
+    mismatch, 4 for a check that found a difference.
+    """
+
+    def __init__(self, result: RealiseResult) -> None:
+        own = {d: f for d, f in result.failed.items() if f.kind != "dependency"}
+        if len(own) == 1 and len(result.failed) == 1:
+            only = BuildError(next(iter(own.values())))
+            super().__init__(only.message, only.hint)
+        else:
+            super().__init__(_summary(result), _summary_hint(own))
+        self.result = result
+        self.exit_status = 100 + _status_bits(own.values())
+
+
+def _status_bits(failures: Iterable[BuildFailure]) -> int:
+    bits = 0
+    for failure in failures:
+        bits |= {"timeout": 1, "silent": 1, "hash": 2, "check": 4}.get(failure.kind, 0)
+    return bits
+
+
+def _summary(result: RealiseResult) -> str:
+    lines = [f"{len(result.failed)} derivation(s) failed:"]
+    for drv_path in sorted(result.failed):
+        lines.append(f"  {drv_path}: {result.failed[drv_path].reason}")
+    for drv_path in result.not_started:
+        lines.append(f"  {drv_path}: not built (stopped after a failure)")
+    return "\n".join(lines)
+
+
+def _summary_hint(own: Mapping[str, BuildFailure]) -> str | None:
+    logs = [f.log_path for f in own.values() if f.log_path]
+    if logs:
+        return "see the logs with 'pyguix log DRV'; --keep-going builds what it can"
+    return None
+
+
+def parse_target(text: str) -> tuple[str, tuple[str, ...] | None]:
+    """Split ``DRV``, ``DRV^out,lib`` or ``DRV!out`` into a path and outputs.
+
+    ``^*`` (or no suffix) means every output.
+    """
+    for separator in ("^", "!"):
+        if separator in text:
+            path, names = text.split(separator, 1)
+            if names == "*":
+                return path, None
+            return path, tuple(name for name in names.split(",") if name)
+    return text, None
+
+
+# ---------------------------------------------------------------------------
+# Entry point
+
+
+def realise(
+    store: LocalStore,
+    targets: Sequence[Target],
+    *,
+    jobs: int = 1,
+    keep_going: bool = False,
+    cores: int = 0,
+    check: bool = False,
+    rounds: int = 1,
+    keep_failed: bool = False,
+    timeout: float | None = None,
+    max_silent_time: float | None = None,
+    reporter: BuildReporter | None = None,
+) -> RealiseResult:
+    """Make the wanted outputs of ``targets`` valid, building what is missing.
+
+    :param jobs: how many builds may run at once.
+    :param keep_going: build everything that does not depend on a failure.
+    :param cores: ``NIX_BUILD_CORES`` for each build (0: every CPU).
+    :param check: rebuild the targets whose outputs are valid and compare.
+    :param rounds: how many times in all to build each target, comparing.
+    :param keep_failed: keep the build directories of failed builds.
+    :param timeout: seconds after which a build is killed.
+    :param max_silent_time: seconds of silence after which a build is killed.
+    :param reporter: told what is built, what each build prints, what ends.
+    :raises RealiseError: when a build failed (the result is attached).
+    :raises DerivationError: when a target is not a derivation in the store.
+    """
+    wanted = _wanted_outputs(store, targets)
+    outputs = {path: dict(outs) for path, (_, outs) in wanted.items()}
+    all_paths = {p for outs in outputs.values() for p in outs.values()}
+
+    # The cache hit: one batched query, no graph.
+    if (
+        not check
+        and rounds <= 1
+        and len(store.query_valid(all_paths)) == len(all_paths)
+    ):
+        return RealiseResult(outputs)
+
+    options = BuildOptions(cores, timeout, max_silent_time, keep_failed)
+    interpreter_paths()  # once here, not once per child
+    run = _Run(store, options, jobs, keep_going, reporter)
+    graph = _missing_graph(store, list(wanted))
+    if reporter is not None:
+        reporter.plan(sorted(graph.nodes))
+    try:
+        run.build_graph(graph)
+        if run.ok() and (check or rounds > 1):
+            todo_rounds = rounds if check else rounds - 1
+            built = set(run.built)
+            run.check_targets([p for p in wanted if check or p in built], todo_rounds)
+    finally:
+        if reporter is not None:
+            reporter.done()
+
+    result = RealiseResult(
+        outputs,
+        tuple(run.built),
+        tuple(run.checked),
+        dict(run.failed),
+        tuple(sorted(run.not_started)),
+    )
+    if not result.ok:
+        raise RealiseError(result)
+    return result
+
+
+def _wanted_outputs(
+    store: LocalStore, targets: Sequence[Target]
+) -> dict[str, tuple[Derivation, dict[str, str]]]:
+    """Read each target; return its derivation and wanted outputs' paths."""
+    wanted: dict[str, tuple[Derivation, dict[str, str]]] = {}
+    for target in targets:
+        path, names = (target, None) if isinstance(target, str) else target
+        if not path.endswith(".drv"):
+            raise DerivationError(
+                path,
+                f"'{path}' is not a derivation path",
+                "give STORE/HASH-NAME.drv, optionally with ^OUTPUT,...",
+            )
+        try:
+            drv = read_derivation(store, path)
+        except FileNotFoundError:
+            raise DerivationError(
+                path, f"derivation '{path}' is not in the store"
+            ) from None
+        chosen = list(names) if names else sorted(drv.outputs)
+        outs = {name: drv.output_path(name) for name in chosen}
+        previous = wanted.get(path)
+        if previous is not None:
+            outs = {**previous[1], **outs}
+        wanted[path] = (drv, outs)
+    return wanted
+
+
+def _missing_graph(store: LocalStore, roots: list[str]) -> nx.DiGraph:
+    """Return the graph of the derivations that must be built for ``roots``."""
+    from derivations.graph import store_derivation_graph, to_build
+
+    # XXX: a target is built when any of its outputs is missing, even one
+    # not asked for, as a derivation builds all its outputs at once.
+    graph = store_derivation_graph(store, roots)
+    return to_build(store, graph, roots)
+
+
+# ---------------------------------------------------------------------------
+# Running builds in child processes
+
+
+@dataclass
+class _Child:
+    """A running child process and what it is doing."""
+
+    pid: int
+    fd: int
+    drv_path: str
+    slot: int
+    start: float
+    buffer: bytearray = field(default_factory=bytearray)
+    outcome: tuple[str, Any] | None = None
+
+
+class _Run:
+    """The state of one realise: what is running, done, failed."""
+
+    def __init__(
+        self,
+        store: LocalStore,
+        options: BuildOptions,
+        jobs: int,
+        keep_going: bool,
+        reporter: BuildReporter | None,
+    ) -> None:
+        self.store = store
+        self.options = options
+        self.jobs = max(1, jobs)
+        self.keep_going = keep_going
+        self.reporter = reporter
+        self.built: list[str] = []
+        self.checked: list[CheckOutcome] = []
+        self.failed: dict[str, BuildFailure] = {}
+        self.not_started: set[str] = set()
+        self.selector = selectors.DefaultSelector()
+        self.children: dict[int, _Child] = {}
+        self.free_slots = list(range(self.jobs))
+
+    def ok(self) -> bool:
+        return not self.failed and not self.not_started
+
+    def build_graph(self, graph: nx.DiGraph) -> None:
+        """Build every node of ``graph``, inputs first, ``jobs`` at a time."""
+        waiting = {node: set(graph.successors(node)) for node in graph.nodes}
+        ready = sorted(node for node, deps in waiting.items() if not deps)
+        for node in ready:
+            del waiting[node]
+        stopping = False
+
+        while ready or self.children:
+            while ready and not stopping and len(self.children) < self.jobs:
+                drv_path = ready.pop(0)
+                self._start(drv_path, graph.nodes[drv_path]["drv"], rounds=0)
+            if not self.children:
+                break
+            for child in self._wait():
+                if child.outcome is not None and child.outcome[0] == "ok":
+                    self._succeeded(child)
+                    for dependent in graph.predecessors(child.drv_path):
+                        deps = waiting.get(dependent)
+                        if deps is not None:
+                            deps.discard(child.drv_path)
+                            if not deps:
+                                del waiting[dependent]
+                                ready.append(dependent)
+                else:
+                    self._failed(child)
+                    self._fail_with_dependents(graph, child, waiting, ready)
+                    stopping = stopping or not self.keep_going
+            ready.sort()
+        self.not_started.update(ready)
+        self.not_started.update(waiting)
+
+    def check_targets(self, drv_paths: list[str], rounds: int) -> None:
+        """Check each of ``drv_paths`` ``rounds`` times, ``jobs`` at a time."""
+        pending = sorted(drv_paths)
+        while pending or self.children:
+            while pending and len(self.children) < self.jobs:
+                drv_path = pending.pop(0)
+                self._start(drv_path, read_derivation(self.store, drv_path), rounds)
+            for child in self._wait():
+                if child.outcome is not None and child.outcome[0] == "ok":
+                    self._succeeded(child)
+                else:
+                    self._failed(child)
+                    if not self.keep_going:
+                        self.not_started.update(pending)
+                        pending = []
+
+    def _succeeded(self, child: _Child) -> None:
+        assert child.outcome is not None
+        result = child.outcome[1]
+        if isinstance(result, BuildResult):
+            if result.built:
+                self.built.append(child.drv_path)
+            for path in result.outputs.values():
+                self.store.add_temp_root(path)
+        else:
+            assert isinstance(result, CheckOutcome)
+            self.checked.append(result)
+            if result.skipped and self.reporter is not None:
+                self.reporter.message(
+                    f"not checking '{child.drv_path}': {result.skipped}"
+                )
+        if self.reporter is not None:
+            self.reporter.build_finished(
+                child.drv_path, True, time.monotonic() - child.start
+            )
+
+    def _failed(self, child: _Child) -> None:
+        failure = self.failed[child.drv_path] = _failure_of(child)
+        if self.reporter is not None:
+            if failure.kept:
+                self.reporter.message(f"note: keeping build directory '{failure.kept}'")
+            duration = time.monotonic() - child.start
+            self.reporter.build_finished(child.drv_path, False, duration)
+
+    def _fail_with_dependents(
+        self,
+        graph: nx.DiGraph,
+        child: _Child,
+        waiting: dict[str, set[str]],
+        ready: list[str],
+    ) -> None:
+        from derivations.graph import dependents
+
+        for dependent in sorted(dependents(graph, child.drv_path)):
+            if dependent in waiting or dependent in ready:
+                waiting.pop(dependent, None)
+                if dependent in ready:
+                    ready.remove(dependent)
+                self.failed[dependent] = BuildFailure(
+                    dependent,
+                    "dependency",
+                    f"dependency failed: '{child.drv_path}'",
+                )
+
+    # -- Children ---------------------------------------------------------------
+
+    def _start(self, drv_path: str, drv: Derivation, rounds: int) -> None:
+        """Fork a child that builds (``rounds`` = 0) or checks ``drv``."""
+        slot = self.free_slots.pop(0)
+        options = BuildOptions(
+            self.options.cores,
+            self.options.timeout,
+            self.options.max_silent_time,
+            self.options.keep_failed,
+            slot,
+        )
+        if self.reporter is not None:
+            self.reporter.build_started(drv_path, drv.name)
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            _child_main(
+                self.store, drv, options, rounds, write_end, self.reporter is not None
+            )
+        os.close(write_end)
+        os.set_blocking(read_end, False)
+        child = _Child(pid, read_end, drv_path, slot, time.monotonic())
+        self.children[read_end] = child
+        self.selector.register(read_end, selectors.EVENT_READ, child)
+
+    def _wait(self) -> list[_Child]:
+        """Wait for messages; return the children that ended."""
+        ended: list[_Child] = []
+        for key, _ in self.selector.select():
+            child: _Child = key.data
+            if self._read(child):
+                continue
+            self.selector.unregister(child.fd)
+            os.close(child.fd)
+            del self.children[child.fd]
+            _, status = os.waitpid(child.pid, 0)
+            if child.outcome is None:
+                child.outcome = ("died", status)
+            self.free_slots.append(child.slot)
+            self.free_slots.sort()
+            ended.append(child)
+        return ended
+
+    def _read(self, child: _Child) -> bool:
+        """Read what ``child`` sent; return False at end of file."""
+        try:
+            data = os.read(child.fd, 1 << 16)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False
+        child.buffer += data
+        while len(child.buffer) >= 4:
+            (size,) = struct.unpack(">I", child.buffer[:4])
+            if len(child.buffer) < 4 + size:
+                break
+            kind, payload = pickle.loads(bytes(child.buffer[4 : 4 + size]))
+            del child.buffer[: 4 + size]
+            if kind == "line":
+                if self.reporter is not None:
+                    self.reporter.build_log_line(child.drv_path, payload)
+            else:
+                child.outcome = (kind, payload)
+        return True
+
+
+def _failure_of(child: _Child) -> BuildFailure:
+    assert child.outcome is not None
+    kind, payload = child.outcome
+    if kind == "failed":
+        assert isinstance(payload, BuildFailure)
+        return payload
+    return BuildFailure(
+        child.drv_path,
+        "setup",
+        f"its build process died unexpectedly (wait status {payload})",
+        hint="this is a bug in pyguix; please report it",
+    )
+
+
+def _child_main(
+    parent_store: LocalStore,
+    drv: Derivation,
+    options: BuildOptions,
+    rounds: int,
+    fd: int,
+    stream_lines: bool,
+) -> NoReturn:
+    """Build or check ``drv`` in this forked child; report over ``fd``; exit."""
+    try:
+        # The parent's SQLite connection must not be used across the fork.
+        store = LocalStore(
+            parent_store.store_dir, parent_store.state_dir, parent_store.root
+        )
+        on_line = (lambda line: _send(fd, "line", line)) if stream_lines else None
+        result: BuildResult | CheckOutcome
+        if rounds:
+            result = check_derivation(store, drv, options, rounds, on_line)
+        else:
+            result = build_derivation(store, drv, options, on_line)
+        _send(fd, "ok", result)
+    except BuildError as error:
+        _send(fd, "failed", error.failure)
+    except PyguixError as error:
+        _send(
+            fd,
+            "failed",
+            BuildFailure(drv.path, "setup", error.message, hint=error.hint),
+        )
+    except BaseException as error:  # noqa: BLE001 - reported to the parent
+        reason = f"internal error: {type(error).__name__}: {error}"
+        _send(fd, "failed", BuildFailure(drv.path, "setup", reason))
+    finally:
+        os._exit(0)
+
+
+def _send(fd: int, kind: str, payload: object) -> None:
+    data = pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(struct.pack(">I", len(data)) + data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
