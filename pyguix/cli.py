@@ -29,6 +29,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "derivation": ("pyguix.commands.derivation", "Show or add derivations."),
     "graph": ("pyguix.commands.graph", "Write the derivation or reference graph."),
     "why-depends": ("pyguix.commands.why_depends", "Show why A depends on B."),
+    "build": (
+        "pyguix.commands.build",
+        "Build derivations or the objects a Python file defines.",
+    ),
+    "log": ("pyguix.commands.log", "Print the build log of a derivation or output."),
 }
 """Command name to (module, one-line help); the module defines ``command``."""
 
@@ -46,7 +51,9 @@ class LazyGroup(click.Group):
         command: click.Command = importlib.import_module(entry[0]).command
         return command
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_commands(
+        self, ctx: click.Context, formatter: click.HelpFormatter
+    ) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
