@@ -75,11 +75,16 @@ class GCResult:
 
 
 def find_roots(store: LocalStore) -> dict[str, set[str]]:
-    """Return every root, permanent and temporary: store path to root names.
+    """Return every root, permanent (``gcroots``, and ``profiles`` as Nix
+    searches it) and temporary: store path to root names.
 
     Call with the GC lock held exclusive to read temporary roots safely.
     """
     roots = find_permanent_roots(store.state_file("gcroots"), store.store_dir)
+    if os.path.isdir(store.state_file("profiles")):
+        profiles = find_permanent_roots(store.state_file("profiles"), store.store_dir)
+        for path, links in profiles.items():
+            roots.setdefault(path, set()).update(links)
     for filename, paths in read_temp_roots(store.state_file("temproots")).items():
         for path in paths:
             roots.setdefault(path, set()).add(f"{filename} (temporary root)")

@@ -76,6 +76,8 @@ def pause_point(name: str) -> None:
 
 def _fsync_tree(path: str) -> None:
     """Flush the files and directories of the tree at ``path`` to disk."""
+    if os.path.islink(path):
+        return
     for directory, _, files in os.walk(path):
         for name in files:
             full = os.path.join(directory, name)

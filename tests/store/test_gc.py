@@ -145,3 +145,13 @@ def test_chroot_store_gc(nix_store: LocalStore, tmp_path: Path) -> None:
     nix_store.add_permanent_root(str(tmp_path / "r"), b)
     assert collect_garbage(nix_store).deleted == [a]
     assert os.path.isfile(nix_store.physical(c))
+
+
+def test_profiles_directory_holds_roots(store: LocalStore) -> None:
+    a, b, c = closure(fresh(store))
+    fresh(store)
+    profiles = store.state_file("profiles")
+    os.makedirs(profiles)
+    os.symlink(b, os.path.join(profiles, "default-1-link"))
+    os.symlink("default-1-link", os.path.join(profiles, "default"))
+    assert collect_garbage(store).deleted == [a]

@@ -148,3 +148,16 @@ def test_temporary_files_do_not_remain(store: LocalStore, tree: Path) -> None:
     names = os.listdir(store.real_store_dir)
     assert not [n for n in names if n.startswith(".") or n.endswith(".lock")]
     assert os.listdir(store.state_file("adding")) == []
+
+
+def test_single_file_and_symlink_items(store: LocalStore, tree: Path) -> None:
+    link = store.physical(store.add_path(str(tree / "link")))
+    assert os.readlink(link) == "bin/hello"
+    script = store.physical(store.add_path(str(tree / "bin" / "hello")))
+    assert stat.S_IMODE(os.lstat(script).st_mode) == 0o555
+    assert nar.dump_bytes(script) == nar.dump_bytes(tree / "bin" / "hello")
+
+
+def test_bad_names_are_refused(store: LocalStore, tree: Path) -> None:
+    with pytest.raises(InvalidPathError, match="character"):
+        store.add_path(str(tree), name="has space")

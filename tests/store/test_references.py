@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from store.references import RefScanner, scan_references
 
@@ -57,3 +59,22 @@ def test_large_file_split_over_read_chunks(tmp_path: Path) -> None:
         data[offset : offset + 32] = H3.encode()
     (tmp_path / "big").write_bytes(bytes(data))
     assert scan_references(tmp_path / "big", [H3, H1]) == {H3}
+
+
+@given(
+    before=st.binary(max_size=200),
+    after=st.binary(max_size=200),
+    cuts=st.lists(st.integers(min_value=0, max_value=500), max_size=6),
+)
+def test_found_whatever_the_chunking(
+    before: bytes, after: bytes, cuts: list[int]
+) -> None:
+    data = before + H2.encode() + after
+    scanner = RefScanner([H2, H3])
+    start = 0
+    for cut in sorted(min(c, len(data)) for c in cuts):
+        scanner.feed(data[start:cut])
+        start = cut
+    scanner.feed(data[start:])
+    expected = {H2} | ({H3} if H3.encode() in data else set())
+    assert scanner.found == expected
