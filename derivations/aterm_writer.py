@@ -27,12 +27,14 @@ derivations by the hashes of their own modulo, see :mod:`derivations.hashing`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from derivations.derivation import Derivation, byte_order
 
 __all__ = ["to_aterm", "encode"]
 
+_SPECIAL = re.compile(r'["\\\n\r\t]')
 _ESCAPES = str.maketrans(
     {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 )
@@ -44,6 +46,8 @@ def encode(text: str) -> bytes:
 
 
 def _quoted(text: str) -> str:
+    if _SPECIAL.search(text) is None:
+        return '"' + text + '"'
     return '"' + text.translate(_ESCAPES) + '"'
 
 
