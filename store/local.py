@@ -35,8 +35,6 @@ import atexit
 import hashlib
 import logging
 import os
-import shutil
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -44,10 +42,11 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Literal
 
 from store import nar
-from store.canonical import UnsupportedFileError, canonicalise, remove_tree
+from store.canonical import canonicalise, remove_tree
 from store.database import Database, PathInfo
 from store.errors import StoreError
 from store.hash import ALGORITHMS, Hash
+from store.ingest import copy_tree, fsync, fsync_tree, hash_source
 from store.locks import FileLock, LockBusyError, PathLocks, lock_file
 from store.paths import StorePath, make_fixed_output_path, make_text_path
 from store.roots import TempRoots, make_indirect_root
@@ -72,45 +71,6 @@ def pause_point(name: str) -> None:
     if os.environ.get("PYGUIX_PAUSE_AT") == name:
         os.write(2, f"paused {name}\n".encode())
         time.sleep(float(os.environ.get("PYGUIX_PAUSE_SECONDS", "60")))
-
-
-def _fsync_tree(path: str) -> None:
-    """Flush the files and directories of the tree at ``path`` to disk."""
-    if os.path.islink(path):
-        return
-    for directory, _, files in os.walk(path):
-        for name in files:
-            full = os.path.join(directory, name)
-            if not os.path.islink(full):
-                _fsync(full)
-        _fsync(directory)
-    if not os.path.isdir(path) and not os.path.islink(path):
-        _fsync(path)
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _copy_tree(source: str, target: str) -> None:
-    """Copy ``source`` to ``target``: contents, symlinks and the exec bit only."""
-    info = os.lstat(source)
-    if stat.S_ISLNK(info.st_mode):
-        os.symlink(os.readlink(source), target)
-    elif stat.S_ISDIR(info.st_mode):
-        os.mkdir(target, 0o755)
-        with os.scandir(source) as entries:
-            for entry in entries:
-                _copy_tree(entry.path, os.path.join(target, entry.name))
-    elif stat.S_ISREG(info.st_mode):
-        shutil.copyfile(source, target, follow_symlinks=False)
-        os.chmod(target, 0o755 if info.st_mode & stat.S_IXUSR else 0o644)
-    else:
-        raise UnsupportedFileError(source, info.st_mode)
 
 
 class Adding:
@@ -395,7 +355,7 @@ class LocalStore:
             )
         if not os.path.lexists(source):
             raise StoreError(f"cannot add '{source}': it does not exist")
-        content_hash, nar_hash, nar_size = _hash_source(source, recursive, algorithm)
+        content_hash, nar_hash, nar_size = hash_source(source, recursive, algorithm)
         method: Literal["flat", "recursive"] = "recursive" if recursive else "flat"
         path = make_fixed_output_path(method, content_hash, name, self.store_dir)
         if dry_run:
@@ -404,7 +364,7 @@ class LocalStore:
         ca = f"fixed:{prefix}{content_hash.to_string()}"
         self._add_item(
             path,
-            lambda temp: _copy_tree(source, temp),
+            lambda temp: copy_tree(source, temp),
             (nar_hash, nar_size),
             frozenset(),
             ca,
@@ -466,11 +426,11 @@ class LocalStore:
                 "retry once the source is no longer being modified",
             )
         if self.fsync:
-            _fsync_tree(temp)
+            fsync_tree(temp)
         pause_point("before-rename")
         os.rename(temp, target)
         if self.fsync:
-            _fsync(self.real_store_dir)
+            fsync(self.real_store_dir)
         return nar_hash, nar_size
 
     @contextmanager
@@ -546,36 +506,3 @@ def _held(lock: FileLock) -> Iterator[FileLock]:
         yield lock
     finally:
         lock.release()
-
-
-def _hash_source(
-    source: str, recursive: bool, algorithm: str
-) -> tuple[Hash, Hash, int]:
-    """Return the content hash, the NAR hash (sha256) and the NAR size of ``source``.
-
-    One pass over ``source`` computes both hashes of its NAR; a flat hash
-    also reads the file's contents once more.
-    """
-    if not recursive and not stat.S_ISREG(os.lstat(source).st_mode):
-        raise StoreError(
-            f"cannot add '{source}' flat: it is not a regular file",
-            "add directories and symlinks recursively (without --flat)",
-        )
-    hashers = {"sha256": hashlib.sha256()}
-    if recursive:
-        hashers.setdefault(algorithm, hashlib.new(algorithm))
-    size = 0
-
-    def write(data: bytes) -> None:
-        nonlocal size
-        size += len(data)
-        for hasher in hashers.values():
-            hasher.update(data)
-
-    nar.dump(source, write)
-    nar_hash = Hash("sha256", hashers["sha256"].digest())
-    if recursive:
-        return Hash(algorithm, hashers[algorithm].digest()), nar_hash, size
-    with open(source, "rb") as file:
-        flat = hashlib.file_digest(file, algorithm)
-    return Hash(algorithm, flat.digest()), nar_hash, size
