@@ -38,6 +38,7 @@ def fsync_tree(path: str) -> None:
 
 
 def fsync(path: str) -> None:
+    """Flush the file or directory ``path`` to disk."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

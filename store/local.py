@@ -396,7 +396,11 @@ class LocalStore:
                 info = PathInfo(
                     text, nar_hash, nar_size, references, None, int(time.time()), ca
                 )
-                self.db.register([info])
+                try:
+                    self.db.register([info])
+                except BaseException:
+                    remove_tree(self.physical(path))
+                    raise
                 pause_point("after-register")
 
     def _write_item(
