@@ -2,8 +2,8 @@
 
 Prints medians (seconds) and ratios for:
 
-- a cold add of a ~100 MB tree, with and without flushing it to disk
-  (PYGUIX_FSYNC=0; Nix 2.8 does not flush items), in a fresh pyguix store
+- a cold add of a ~100 MB tree, without and with flushing it to disk
+  (PYGUIX_FSYNC=1; Nix 2.8 does not flush items), in a fresh pyguix store
   each run; for Nix, the item is deleted with 'nix-store --delete' between
   runs;
 - re-adding the same, already valid tree, which must cost about one NAR
@@ -105,8 +105,8 @@ def main() -> None:
         results["pyguix add (cold)"] = median(
             lambda: pyguix(current[0], "store", "add", tree), runs, new_store
         )
-        os.environ["PYGUIX_FSYNC"] = "0"
-        results["pyguix add (cold, no fsync)"] = median(
+        os.environ["PYGUIX_FSYNC"] = "1"
+        results["pyguix add (cold, fsync)"] = median(
             lambda: pyguix(current[0], "store", "add", tree), runs, new_store
         )
         del os.environ["PYGUIX_FSYNC"]
@@ -145,8 +145,8 @@ def main() -> None:
     hash_cost = results["python hash_path"]
     if has_nix:
         print(
-            f"pyguix add, no fsync / nix-store --add:   "
-            f"{results['pyguix add (cold, no fsync)'] / results['nix-store --add (cold)']:.2f}"
+            f"pyguix add, fsync / nix-store --add:      "
+            f"{results['pyguix add (cold, fsync)'] / results['nix-store --add (cold)']:.2f}"
         )
     print(f"pyguix re-add / (interpreter + hash_path): {readd / hash_cost:.2f}")
     if has_nix:

@@ -13,8 +13,10 @@ be used, referenced or kept by roots.  The schema follows Nix's
 restriction on ``Refs.reference`` makes it impossible to invalidate an item
 that a valid item still refers to: the closure of a valid item is valid.
 
-The database runs in WAL mode with ``synchronous=FULL``, a busy timeout and
-foreign keys on.  Every write is one explicit ``BEGIN IMMEDIATE``
+The database runs in WAL mode with a busy timeout and foreign keys on, and
+``synchronous=NORMAL`` as Nix's defaults have it (``FULL`` when the store
+flushes items): a killed process never loses a committed transaction, and a
+power failure may lose the last ones but never corrupts the database.  Every write is one explicit ``BEGIN IMMEDIATE``
 transaction, so an item and its references become valid together or not at
 all.  The schema version is SQLite's ``user_version``.
 """
@@ -108,9 +110,11 @@ class Database:
     """One connection to a store database, creating its schema if needed.
 
     :param filename: the physical path of the SQLite file.
+    :param durable: sync every commit to disk (``synchronous=FULL``).
     """
 
-    def __init__(self, filename: str) -> None:
+    def __init__(self, filename: str, *, durable: bool = False) -> None:
+        self.durable = durable
         try:
             self.connection = sqlite3.connect(
                 filename, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
@@ -129,7 +133,7 @@ class Database:
         run = self.connection.execute
         run(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         run("PRAGMA journal_mode = WAL")
-        run("PRAGMA synchronous = FULL")
+        run(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
         run("PRAGMA foreign_keys = ON")
 
     def _migrate(self) -> None:

@@ -76,15 +76,17 @@ def pause_point(name: str) -> None:
 class Adding:
     """A temporary entry in the store and its locked record in ``adding/``."""
 
-    def __init__(self, temp: str, record: FileLock) -> None:
+    def __init__(self, temp: str, record: FileLock, durable: bool) -> None:
         self.temp = temp
         self.record = record
+        self.durable = durable
 
     def set_target(self, path: StorePath) -> None:
         """Record that the entry will become ``path``, for crash recovery."""
         os.ftruncate(self.record.fd, 0)
         os.pwrite(self.record.fd, path.base_name.encode(), 0)
-        os.fsync(self.record.fd)
+        if self.durable:
+            os.fsync(self.record.fd)
 
 
 class LocalStore:
@@ -93,9 +95,11 @@ class LocalStore:
     :param store_dir: the logical store directory.
     :param state_dir: the logical state directory.
     :param root: the physical prefix of both, or ``None``.
-    :param fsync: flush each new item to disk before registering it, so that
-        a power failure cannot leave a valid item with lost contents; by
-        default on unless ``PYGUIX_FSYNC=0`` (Nix 2.8 never flushes items).
+    :param fsync: flush each new item to disk before registering it, and
+        sync every database commit, so that a power failure cannot leave a
+        valid item with lost contents; off by default, as in Nix 2.8, and on
+        with ``PYGUIX_FSYNC=1``.  Either way a killed process leaves every
+        item valid and complete, or absent.
 
     Creates the directories and the database on first use, and removes what
     crashed adds left behind.
@@ -110,7 +114,7 @@ class LocalStore:
         fsync: bool | None = None,
     ) -> None:
         self.fsync = (
-            fsync if fsync is not None else os.environ.get("PYGUIX_FSYNC") != "0"
+            fsync if fsync is not None else os.environ.get("PYGUIX_FSYNC") == "1"
         )
         self.store_dir = os.path.normpath(store_dir)
         self.state_dir = os.path.normpath(state_dir)
@@ -119,7 +123,7 @@ class LocalStore:
         self.real_state_dir = self.physical(self.state_dir)
         for directory in (self.real_store_dir, *self._state_dirs()):
             os.makedirs(directory, exist_ok=True)
-        self.db = Database(self.state_file("db", "db.sqlite"))
+        self.db = Database(self.state_file("db", "db.sqlite"), durable=self.fsync)
         self.recover()
 
     def _state_dirs(self) -> list[str]:
@@ -446,7 +450,7 @@ class LocalStore:
         """
         temp_name = f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(8).hex()}"
         record = lock_file(self.state_file("adding", temp_name), delete=True)
-        entry = Adding(os.path.join(self.real_store_dir, temp_name), record)
+        entry = Adding(os.path.join(self.real_store_dir, temp_name), record, self.fsync)
         try:
             if path is not None:
                 entry.set_target(path)

@@ -26,10 +26,15 @@ def db(tmp_path: Path) -> Database:
     return Database(str(tmp_path / "db.sqlite"))
 
 
+def test_durable_database_syncs_every_commit(tmp_path: Path) -> None:
+    durable = Database(str(tmp_path / "durable.sqlite"), durable=True)
+    assert durable.connection.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
 def test_pragmas_and_schema_version(db: Database) -> None:
     run = db.connection.execute
     assert run("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert run("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert run("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL, as Nix
     assert run("PRAGMA foreign_keys").fetchone()[0] == 1
     assert run("PRAGMA busy_timeout").fetchone()[0] > 0
     assert run("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
