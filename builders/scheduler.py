@@ -47,24 +47,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from builders.bootstrap import interpreter_paths
-from builders.build import (
-    BuildError,
-    BuildFailure,
-    BuildOptions,
-    BuildResult,
-    CheckOutcome,
-    build_derivation,
-    check_derivation,
-)
-from builders.progress import BuildReporter
 from derivations.create import read_derivation
 from derivations.derivation import Derivation, DerivationError
 from store.errors import PyguixError
-from store.local import LocalStore
 
+# Building needs the sandbox, logs and checks; they are imported only when
+# something must be built, so that the cache hit stays cheap.
 if TYPE_CHECKING:
     import networkx as nx
+
+    from builders.build import BuildFailure, BuildOptions, CheckOutcome
+    from builders.progress import BuildReporter
+    from store.local import LocalStore
 
 __all__ = ["RealiseError", "RealiseResult", "Target", "parse_target", "realise"]
 
@@ -108,6 +102,8 @@ class RealiseError(PyguixError):
     """
 
     def __init__(self, result: RealiseResult) -> None:
+        from builders.build import BuildError
+
         own = {d: f for d, f in result.failed.items() if f.kind != "dependency"}
         if len(own) == 1 and len(result.failed) == 1:
             only = BuildError(next(iter(own.values())))
@@ -198,6 +194,9 @@ def realise(
         and len(store.query_valid(all_paths)) == len(all_paths)
     ):
         return RealiseResult(outputs)
+
+    from builders.bootstrap import interpreter_paths
+    from builders.build import BuildOptions
 
     options = BuildOptions(cores, timeout, max_silent_time, keep_failed)
     interpreter_paths()  # once here, not once per child
@@ -358,6 +357,8 @@ class _Run:
                         pending = []
 
     def _succeeded(self, child: _Child) -> None:
+        from builders.build import BuildResult, CheckOutcome
+
         assert child.outcome is not None
         result = child.outcome[1]
         if isinstance(result, BuildResult):
@@ -392,6 +393,7 @@ class _Run:
         waiting: dict[str, set[str]],
         ready: list[str],
     ) -> None:
+        from builders.build import BuildFailure
         from derivations.graph import dependents
 
         for dependent in sorted(dependents(graph, child.drv_path)):
@@ -409,6 +411,8 @@ class _Run:
 
     def _start(self, drv_path: str, drv: Derivation, rounds: int) -> None:
         """Fork a child that builds (``rounds`` = 0) or checks ``drv``."""
+        from builders.build import BuildOptions
+
         slot = self.free_slots.pop(0)
         options = BuildOptions(
             self.options.cores,
@@ -476,6 +480,8 @@ class _Run:
 
 
 def _failure_of(child: _Child) -> BuildFailure:
+    from builders.build import BuildFailure
+
     assert child.outcome is not None
     kind, payload = child.outcome
     if kind == "failed":
@@ -498,6 +504,15 @@ def _child_main(
     stream_lines: bool,
 ) -> NoReturn:
     """Build or check ``drv`` in this forked child; report over ``fd``; exit."""
+    from builders.build import (
+        BuildError,
+        BuildFailure,
+        BuildResult,
+        build_derivation,
+        check_derivation,
+    )
+    from store.local import LocalStore
+
     try:
         # The parent's SQLite connection must not be used across the fork.
         store = LocalStore(
