@@ -1,0 +1,535 @@
+"""Tests of the init supervisor with real processes, signals and a PID namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from system.init import RESPAWN_LIMIT, main
+from system.init_spec import (
+    InitSpecError,
+    ServiceGraphError,
+    load_spec,
+    parse_spec,
+    start_order,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+# One program plays every test service; its first argument picks the role.
+SERVICE_PROGRAM = textwrap.dedent(
+    """\
+    import os, signal, sys, time
+
+    def note(path, line):
+        with open(path, "a") as stream:
+            stream.write(line + "\\n")
+
+    role, path, name = sys.argv[1], sys.argv[2], sys.argv[3]
+    if role == "oneshot":
+        note(path, "start " + name)
+        time.sleep(0.3)
+        note(path, "end " + name)
+    elif role == "daemon":
+        def stop(signum, frame):
+            note(path, "stop " + name)
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, stop)
+        note(path, "start " + name)
+        while True:
+            signal.pause()
+    elif role == "fail-once":
+        note(path, name)
+        if len(open(path).read().split()) == 1:
+            sys.exit(1)
+        while True:
+            signal.pause()
+    elif role == "crash":
+        note(path, name)
+        sys.exit(2)
+    elif role == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        note(path, "up")
+        while True:
+            signal.pause()
+    elif role == "orphan":
+        middle = os.fork()
+        if middle == 0:
+            if os.fork() == 0:
+                time.sleep(0.3)
+                note(path + ".tmp", str(os.getpid()))
+                os.rename(path + ".tmp", path)
+            os._exit(0)
+        os.waitpid(middle, 0)
+        while True:
+            signal.pause()
+    """
+)
+
+
+class Init:
+    """A running init (``python -m system.init``) over a spec in ``tmp_path``."""
+
+    def __init__(
+        self, tmp_path: Path, services: list[dict[str, object]], wrapper: list[str] = ()
+    ) -> None:
+        self.spec = tmp_path / "spec.json"
+        self.spec.write_text(json.dumps({"services": services}))
+        self.logs = tmp_path / "log"
+        self.run = tmp_path / "run"
+        self.stderr = tmp_path / "init.stderr"
+        command = [
+            *wrapper,
+            sys.executable,
+            "-m",
+            "system.init",
+            "--spec",
+            str(self.spec),
+            "--log-dir",
+            str(self.logs),
+            "--run-dir",
+            str(self.run),
+        ]
+        with open(self.stderr, "wb") as stderr:
+            self.process = subprocess.Popen(
+                command, stderr=stderr, env=_environment(), cwd=tmp_path
+            )
+
+    def status(self) -> dict[str, object]:
+        """Return the status file, or an empty dict before the first one."""
+        try:
+            return json.loads((self.run / "init.status").read_text())
+        except FileNotFoundError:
+            return {}
+
+    def service(self, name: str) -> dict[str, object]:
+        """Return the status entry of service ``name``."""
+        services = self.status().get("services", [])
+        assert isinstance(services, list)
+        return next(s for s in services if s["name"] == name)
+
+    def log(self) -> str:
+        """Return the init's own log."""
+        return (self.logs / "init.log").read_text()
+
+    def stop(self, signum: int = signal.SIGTERM, pid: int | None = None) -> int:
+        """Send ``signum`` to the init and return its status, within 5 s."""
+        os.kill(pid or self.process.pid, signum)
+        return self.process.wait(timeout=5)
+
+    def kill(self) -> None:
+        """Kill the init if a test left it running."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _environment() -> dict[str, str]:
+    path = os.environ.get("PYTHONPATH")
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{REPO}{os.pathsep}{path}" if path else str(REPO),
+    }
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until it holds, failing the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {predicate}"
+        time.sleep(0.02)
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    """Tell whether ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture
+def program(tmp_path: Path) -> Path:
+    path = tmp_path / "service.py"
+    path.write_text(SERVICE_PROGRAM)
+    return path
+
+
+@pytest.fixture
+def inits() -> Iterator[list[Init]]:
+    started: list[Init] = []
+    yield started
+    for init in started:
+        init.kill()
+
+
+def service(
+    name: str, program: Path, role: str, path: Path, **fields: object
+) -> dict[str, object]:
+    """Return a spec entry running ``program`` in ``role``."""
+    command = [sys.executable, str(program), role, str(path), name]
+    return {"name": name, "command": command, **fields}
+
+
+# ---------------------------------------------------------------------------
+# Starting and stopping in order
+
+
+def test_starts_in_dependency_order_and_stops_in_reverse(
+    tmp_path: Path, program: Path, inits: list[Init]
+) -> None:
+    events = tmp_path / "events"
+    services = [
+        service("c", program, "daemon", events, requirement=["b"], respawn=True),
+        service("b", program, "daemon", events, requirement=["setup"]),
+        service("a", program, "oneshot", events, one_shot=True, provision=["setup"]),
+    ]
+    init = Init(tmp_path, services)
+    inits.append(init)
+
+    wait_for(
+        lambda: init.status().get("state") == "running" and "start c" in lines(events)
+    )
+    wait_for(lambda: "start b" in lines(events))
+    seen = lines(events)
+    assert seen.index("start a") < seen.index("end a") < seen.index("start b")
+    assert init.status()["start_order"] == ["a", "b", "c"]
+    assert [init.service(n)["state"] for n in "abc"] == ["done", "running", "running"]
+    log = init.log()
+    assert log.index("started service 'a'") < log.index("one-shot service 'a' done")
+    assert log.index("one-shot service 'a' done") < log.index("started service 'b'")
+    assert log.index("started service 'b'") < log.index("started service 'c'")
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "system.init", "--status", "--run-dir", str(init.run)],
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        check=True,
+    ).stdout
+    assert "running" in shown.splitlines()[0]
+    assert any(line.split()[:2] == ["c", "running"] for line in shown.splitlines())
+
+    pids = [init.service(n)["pid"] for n in "bc"]
+    started = time.monotonic()
+    assert init.stop() == 0
+    assert time.monotonic() - started < 4
+    assert [line for line in lines(events) if line.startswith("stop")] == [
+        "stop c",
+        "stop b",
+    ]
+    assert not any(alive(pid) for pid in pids if isinstance(pid, int))
+    assert init.status()["state"] == "stopped"
+    assert [init.service(n)["state"] for n in "abc"] == ["done", "stopped", "stopped"]
+
+
+def test_sigint_stops_too_and_a_service_ignoring_its_signal_is_killed(
+    tmp_path: Path, program: Path, inits: list[Init]
+) -> None:
+    marker = tmp_path / "stubborn"
+    entry = service("stubborn", program, "stubborn", marker, stop_timeout=0.5)
+    init = Init(tmp_path, [entry])
+    inits.append(init)
+    wait_for(lambda: lines(marker) == ["up"])
+    pid = init.service("stubborn")["pid"]
+
+    assert init.stop(signal.SIGINT) == 0
+    assert isinstance(pid, int) and not alive(pid)
+    assert "still running 0.5 s after SIGTERM; killing it" in init.log()
+    assert init.service("stubborn")["term_signal"] == signal.SIGKILL
+
+
+# ---------------------------------------------------------------------------
+# Respawning and failures
+
+
+def test_respawns_daemons_and_gives_up_on_crash_loops(
+    tmp_path: Path, program: Path, inits: list[Init]
+) -> None:
+    flaky_runs, crash_runs, events = (
+        tmp_path / "flaky",
+        tmp_path / "crash",
+        tmp_path / "events",
+    )
+    services = [
+        service("flaky", program, "fail-once", flaky_runs, respawn=True),
+        service("crash", program, "crash", crash_runs, respawn=True),
+        service("broken", program, "crash", tmp_path / "broken", one_shot=True),
+        service("needs-broken", program, "daemon", events, requirement=["broken"]),
+        service("needs-needs", program, "daemon", events, requirement=["needs-broken"]),
+        {"name": "missing", "command": ["/nonexistent/program"]},
+    ]
+    init = Init(tmp_path, services)
+    inits.append(init)
+
+    wait_for(lambda: init.status().get("state") == "running")
+    wait_for(lambda: init.service("crash")["state"] == "failed")
+    wait_for(
+        lambda: init.service("flaky")["restarts"] == 1 and len(lines(flaky_runs)) == 2
+    )
+    assert init.service("flaky")["state"] == "running"
+    assert init.service("crash")["restarts"] == RESPAWN_LIMIT
+    assert len(lines(crash_runs)) == RESPAWN_LIMIT + 1
+    assert "is respawning too fast" in init.log()
+
+    broken = init.service("broken")
+    assert (broken["state"], broken["exit_code"]) == ("failed", 2)
+    assert init.service("needs-broken")["state"] == "skipped"
+    assert (
+        init.service("needs-needs")["reason"] == "requirement 'needs-broken' is skipped"
+    )
+    assert not events.exists()
+    missing = init.service("missing")
+    assert missing["state"] == "failed"
+    assert "exec: '/nonexistent/program': No such file or directory" in str(
+        missing["reason"]
+    )
+
+    time.sleep(0.3)
+    assert len(lines(crash_runs)) == RESPAWN_LIMIT + 1
+    assert init.stop() == 0
+
+
+# ---------------------------------------------------------------------------
+# Orphans
+
+
+def test_reaps_orphans_as_a_subreaper(
+    tmp_path: Path, program: Path, inits: list[Init]
+) -> None:
+    grandchild_file = tmp_path / "grandchild"
+    init = Init(tmp_path, [service("forker", program, "orphan", grandchild_file)])
+    inits.append(init)
+
+    wait_for(grandchild_file.exists)
+    grandchild = int(grandchild_file.read_text())
+    wait_for(lambda: f"reaped orphan process {grandchild} " in init.log())
+    assert not Path(f"/proc/{grandchild}").exists()
+    assert init.stop() == 0
+
+
+def _unshare_works() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="cannot unshare a PID namespace here")
+def test_reaps_orphans_and_everything_left_as_pid_1(
+    tmp_path: Path, program: Path, inits: list[Init]
+) -> None:
+    grandchild_file, events = tmp_path / "grandchild", tmp_path / "events"
+    services = [
+        service("forker", program, "orphan", grandchild_file),
+        service("daemon", program, "daemon", events, requirement=["forker"]),
+    ]
+    init = Init(tmp_path, services, ["unshare", "--pid", "--fork", "--mount-proc"])
+    inits.append(init)
+
+    wait_for(lambda: init.status().get("pid") == 1 and grandchild_file.exists())
+    grandchild = int(grandchild_file.read_text())
+    wait_for(lambda: f"reaped orphan process {grandchild} " in init.log())
+    unshare = init.process.pid
+    (host_pid,) = map(
+        int, Path(f"/proc/{unshare}/task/{unshare}/children").read_text().split()
+    )
+    inside = _descendants(host_pid)
+    assert len(inside) == 2 and all(alive(pid) for pid in inside)
+
+    assert init.stop(pid=host_pid) == 0
+    assert lines(events) == ["start daemon", "stop daemon"]
+    assert not any(Path(f"/proc/{pid}").exists() for pid in [host_pid, *inside])
+
+
+def _descendants(pid: int) -> list[int]:
+    """Return every descendant of ``pid`` (host PIDs), zombies included."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in map(int, (task / "children").read_text().split()):
+            found += [child, *_descendants(child)]
+    return found
+
+
+# ---------------------------------------------------------------------------
+# Bad specs
+
+
+def _command() -> list[str]:
+    return ["/bin/true"]
+
+
+BAD_SPECS = {
+    "not-json": ("{services: []}", "not JSON"),
+    "no-services": (json.dumps({"service": []}), "services: expected a list"),
+    "missing-command": (
+        json.dumps({"services": [{"name": "a"}]}),
+        "services[0].command: expected a non-empty list",
+    ),
+    "misspelt-key": (
+        json.dumps(
+            {"services": [{"name": "a", "command": _command(), "requirements": ["b"]}]}
+        ),
+        "services[0].requirements: unknown key",
+    ),
+    "bad-signal": (
+        json.dumps(
+            {
+                "services": [
+                    {"name": "a", "command": _command(), "stop_signal": "SIGNOPE"}
+                ]
+            }
+        ),
+        'services[0].stop_signal: "SIGNOPE" is not a signal name',
+    ),
+    "respawning-one-shot": (
+        json.dumps(
+            {
+                "services": [
+                    {
+                        "name": "a",
+                        "command": _command(),
+                        "one_shot": True,
+                        "respawn": True,
+                    }
+                ]
+            }
+        ),
+        "services[0].respawn: a one-shot service cannot respawn",
+    ),
+    "unknown-requirement": (
+        json.dumps(
+            {"services": [{"name": "a", "command": _command(), "requirement": ["db"]}]}
+        ),
+        "services[0].requirement: service 'a' requires 'db', which no service provides",
+    ),
+    "cycle": (
+        json.dumps(
+            {
+                "services": [
+                    {"name": "a", "command": _command(), "requirement": ["c"]},
+                    {"name": "b", "command": _command(), "requirement": ["a"]},
+                    {"name": "c", "command": _command(), "requirement": ["b"]},
+                ]
+            }
+        ),
+        "requirement cycle: 'a' -> 'b' -> 'c' -> 'a'",
+    ),
+    "provided-twice": (
+        json.dumps(
+            {
+                "services": [
+                    {"name": "a", "command": _command(), "provision": ["web"]},
+                    {"name": "b", "command": _command(), "provision": ["web"]},
+                ]
+            }
+        ),
+        "services[1].provision: 'web' is provided by both 'a' and 'b'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_bad_spec_is_a_clear_error_with_status_1(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text, expected = BAD_SPECS[case]
+    spec = tmp_path / "spec.json"
+    spec.write_text(text)
+
+    status = main(
+        ["--spec", str(spec), "--log-dir", str(tmp_path), "--run-dir", str(tmp_path)]
+    )
+
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: invalid init spec '{spec}'")
+    assert expected in err
+    assert not (tmp_path / "init.log").exists()
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = json.dumps(
+        {
+            "services": [
+                {"name": "", "command": []},
+                {"name": "b", "command": ["x"], "respawn": 1},
+            ]
+        }
+    )
+    with pytest.raises(InitSpecError) as caught:
+        parse_spec(text, "spec.json")
+    assert [p.field for p in caught.value.problems] == [
+        "services[0].name",
+        "services[0].command",
+        "services[1].respawn",
+    ]
+    assert caught.value.field == "services[0].name"
+
+
+def test_graph_errors_name_the_services(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "services": [
+                    {"name": "ok", "command": ["x"]},
+                    {"name": "web", "command": ["x"], "requirement": ["db"]},
+                    {"name": "db", "command": ["x"], "requirement": ["web"]},
+                ]
+            }
+        )
+    )
+    with pytest.raises(ServiceGraphError) as caught:
+        start_order(load_spec(str(spec)))
+    assert caught.value.services == ("web", "db")
+    assert caught.value.field == "services[1].requirement"
+
+
+def test_start_order_follows_requirements_then_file_order() -> None:
+    entries = [
+        {"name": "web", "command": ["x"], "requirement": ["net", "db"]},
+        {"name": "log", "command": ["x"]},
+        {"name": "db", "command": ["x"], "requirement": ["net"]},
+        {"name": "loopback", "command": ["x"], "provision": ["net"], "one_shot": True},
+    ]
+    spec = parse_spec(json.dumps({"services": entries}))
+    assert start_order(spec) == ("log", "loopback", "db", "web")
+
+
+def test_missing_spec_file_fails_through_the_module_entry_point(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "system.init", "--spec", str(missing)],
+        capture_output=True,
+        text=True,
+        env=_environment(),
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        f"error: invalid init spec '{missing}': cannot read it"
+    )
+
+
+def test_status_without_an_init_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--status", "--run-dir", str(tmp_path)]) == 1
+    assert "no init status at" in capsys.readouterr().err
