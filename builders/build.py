@@ -42,7 +42,6 @@ they are what was declared.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -55,6 +54,12 @@ from dataclasses import dataclass, field
 from builders.bootstrap import interpreter_paths
 from builders.check import compare_outputs, format_check_report
 from builders.environment import builder_environment
+from builders.fetchurl import (
+    FixedOutputError,
+    HashMismatchError,
+    run_builtin_fetchurl,
+    verify_fixed_output,
+)
 from builders.logs import BuildLog, open_build_log
 from builders.sandbox import (
     BUILD_USER_BASE,
@@ -424,8 +429,6 @@ def _sandbox_spec(
 
 def _fetch(store: LocalStore, build: _Build) -> None:
     """Run ``builtin:fetchurl`` in this process, as Nix's builtin builder."""
-    from builders.fetchurl import run_builtin_fetchurl
-
     drv = build.drv
     target = os.path.join(build.scratch, os.path.basename(drv.output_path("out")))
     env = builder_environment(drv, store.store_dir, build.build_dir, 1)
@@ -538,7 +541,7 @@ def _finish_one(
         ) from None
     references = frozenset(scan_references(temp, candidates))
     nar_hash, nar_size = hash_path(temp)
-    ca = _check_fixed_output(drv, name, temp, nar_hash)
+    ca = _check_fixed_output(drv, name, temp)
     return _Output(name, path, temp, nar_hash, nar_size, references, ca)
 
 
@@ -552,54 +555,39 @@ def _chown_tree(path: str) -> None:
                 os.lchown(os.path.join(directory, entry), uid, gid)
 
 
-def _check_fixed_output(
-    drv: Derivation, name: str, temp: str, nar_hash: Hash
-) -> str | None:
+def _check_fixed_output(drv: Derivation, name: str, temp: str) -> str | None:
     """Check a fixed output's hash; return its content address, or ``None``."""
-    declared = drv.outputs[name].content_hash
+    output = drv.outputs[name]
+    declared = output.content_hash
     if declared is None:
         return None
-    recursive = drv.outputs[name].recursive
-    if recursive:
-        got = (
-            nar_hash
-            if declared.algorithm == "sha256"
-            else hash_path(temp, declared.algorithm)[0]
+    try:
+        verify_fixed_output(
+            temp,
+            declared.algorithm,
+            declared.digest,
+            output.recursive,
+            drv_path=drv.path,
         )
-    else:
-        got = _flat_hash(drv, temp, declared.algorithm)
-    if got.digest != declared.digest:
+    except HashMismatchError as error:
         raise BuildError(
             BuildFailure(
                 drv.path,
                 "hash",
                 f"hash mismatch in fixed-output derivation output '{name}'",
                 details=(
-                    f"specified: {declared.to_string('base32')}",
-                    f"got:       {got.to_string('base32')}",
+                    f"specified: {error.specified.to_string('base32')}",
+                    f"got:       {error.got.to_string('base32')}",
                 ),
-                hint="if the new content is right, declare the hash it got",
+                hint=error.hint,
             )
-        )
-    method = "r:" if recursive else ""
-    return f"fixed:{method}{declared.algorithm}:{declared.to_base32()}"
-
-
-def _flat_hash(drv: Derivation, temp: str, algorithm: str) -> Hash:
-    if os.path.islink(temp) or not os.path.isfile(temp):
+        ) from None
+    except FixedOutputError as error:
         raise BuildError(
-            BuildFailure(
-                drv.path,
-                "hash",
-                "a flat fixed output must be a regular file",
-                hint="declare a recursive hash for a directory",
-            )
-        )
-    hasher = hashlib.new(algorithm)
-    with open(temp, "rb") as file:
-        while chunk := file.read(1 << 20):
-            hasher.update(chunk)
-    return Hash(algorithm, hasher.digest())
+            BuildFailure(drv.path, "hash", error.message, hint=error.hint)
+        ) from None
+    method = "r:" if output.recursive else ""
+    return f"fixed:{method}{declared.algorithm}:{declared.to_base32()}"
 
 
 def _reference_set(drv: Derivation, option: str) -> set[str] | None:

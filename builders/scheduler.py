@@ -36,10 +36,12 @@ finds the outputs valid.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
 import selectors
+import signal
 import struct
 import sys
 import time
@@ -211,6 +213,7 @@ def realise(
             built = set(run.built)
             run.check_targets([p for p in wanted if check or p in built], todo_rounds)
     finally:
+        run.stop_children()
         if reporter is not None:
             reporter.done()
 
@@ -356,6 +359,21 @@ class _Run:
                         self.not_started.update(pending)
                         pending = []
 
+    def stop_children(self) -> None:
+        """Interrupt the builds still running (after an exception) and reap them.
+
+        A child interrupted by SIGINT kills its sandbox and removes its
+        temporary outputs before it exits.
+        """
+        for child in list(self.children.values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGINT)
+        for child in list(self.children.values()):
+            os.waitpid(child.pid, 0)
+            os.close(child.fd)
+        self.children.clear()
+        self.selector.close()
+
     def _succeeded(self, child: _Child) -> None:
         from builders.build import BuildResult, CheckOutcome
 
@@ -364,6 +382,10 @@ class _Run:
         if isinstance(result, BuildResult):
             if result.built:
                 self.built.append(child.drv_path)
+            elif self.reporter is not None:
+                self.reporter.message(
+                    f"'{child.drv_path}' was built meanwhile by another process"
+                )
             for path in result.outputs.values():
                 self.store.add_temp_root(path)
         else:

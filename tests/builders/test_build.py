@@ -329,3 +329,30 @@ def test_build_in_a_chroot_store(nix_store: LocalStore) -> None:
     assert physical.read_text() == "b" + base.output_path()
     assert nix_store.query_references(top.output_path()) == {base.output_path()}
     assert not os.path.exists(top.output_path())
+
+
+def test_builtin_fetchurl_fetches_a_file_url_checked_by_hash(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    source = tmp_path / "source.txt"
+    source.write_bytes(b"fetched bytes\n")
+    digest = hashlib.sha256(b"fetched bytes\n").digest()
+    env = {"url": source.as_uri()}
+    drv = derivation(
+        store, "src", "builtin:fetchurl", env=env, hash=Hash("sha256", digest)
+    )
+
+    build_derivation(store, drv)
+
+    assert Path(drv.output_path()).read_bytes() == b"fetched bytes\n"
+    info = store.query_path_info(drv.output_path())
+    assert (
+        info is not None and info.ca is not None and info.ca.startswith("fixed:sha256:")
+    )
+
+    wrong = derivation(
+        store, "src2", "builtin:fetchurl", env=env, hash=Hash("sha256", bytes(32))
+    )
+    error = failure_of(store, wrong)
+    assert error.failure.kind == "hash"
+    assert Hash("sha256", digest).to_string("base32") in error.message
