@@ -327,6 +327,9 @@ def check_derivation(
 def _input_closure(store: LocalStore, drv: Derivation) -> set[str]:
     """Return the closure of the inputs of ``drv``, failing if one is invalid."""
     inputs = input_paths(store, drv)
+    # Rooted before the validity check, so a collection cannot take them after.
+    for path in sorted(inputs):
+        store.add_temp_root(path)
     missing = inputs - store.query_valid(inputs)
     if missing:
         raise BuildError(
