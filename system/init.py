@@ -24,8 +24,9 @@ lists the services.  The init then:
    which they first started: each service's process group gets the
    service's ``stop_signal``, then ``SIGKILL`` after its ``stop_timeout``,
    and the init waits until the group is empty before the next service.
-   As PID 1 it then signals every process left (``kill(-1)``), TERM then
-   KILL, and reaps them.  SIGHUP is logged and ignored.
+   Then it signals every process left, TERM then KILL, and reaps them: as
+   PID 1 every other process of the namespace (``kill(-1)``), otherwise
+   its own children (orphans it adopted).  SIGHUP is logged and ignored.
 
 Exit status: 0 once every service is stopped, whether it had to be killed or
 had failed before; 1 when a service's processes survived ``SIGKILL`` (they
@@ -47,6 +48,7 @@ tree from the store; it imports only the standard library, networkx (through
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -302,8 +304,7 @@ class Supervisor:
         self._write_status()
         for name in reversed(self.started):
             self._stop(self.units[name])
-        if os.getpid() == 1:
-            self._kill_everything()
+        self._end_leftovers()
         self._wait(0)
 
         self.state = STOPPED
@@ -358,22 +359,46 @@ class Supervisor:
             self._wait(min(remaining, POLL_INTERVAL))
         return True
 
-    def _kill_everything(self) -> None:
-        """As PID 1, end every process left in the PID namespace and reap it.
+    def _end_leftovers(self) -> None:
+        """Signal every process the services left behind, TERM then KILL, and reap it.
 
-        Note: never call this outside PID 1: ``kill(-1)`` there reaches every
-        process the user may signal.
+        As PID 1 that is every other process of the PID namespace
+        (``kill(-1)``); otherwise, the init's own children: orphans that
+        reparented to it as a subreaper, rescanned as they die and their
+        children reparent in turn.
         """
-        assert os.getpid() == 1
         for signum, grace in ((signal.SIGTERM, 1.0), (signal.SIGKILL, KILL_TIMEOUT)):
-            try:
-                os.kill(-1, signum)
-            except ProcessLookupError:
-                return
-            logger.info("sent %s to every remaining process", signal_name(signum))
+            signalled: set[int] = set()
             deadline = time.monotonic() + grace
-            while _has_children() and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                new = self._signal_leftovers(signum, signalled)
+                if new:
+                    logger.info(
+                        "sent %s to leftover processes %s", signal_name(signum), new
+                    )
+                if not _has_children():
+                    return
                 self._wait(POLL_INTERVAL)
+
+    def _signal_leftovers(self, signum: int, signalled: set[int]) -> list[int]:
+        """Send ``signum`` to the leftovers not in ``signalled`` yet; return them."""
+        if os.getpid() == 1:
+            if signalled:
+                return []
+            signalled.add(-1)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(-1, signum)
+                return [-1]
+            return []
+
+        # Note: outside PID 1 only the init's own children are signalled,
+        # never kill(-1), which would reach every process of the user.
+        new = [pid for pid in _children() if pid not in signalled]
+        for pid in new:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        signalled.update(new)
+        return new
 
     # -- status -------------------------------------------------------------
 
@@ -394,6 +419,16 @@ class Supervisor:
             os.replace(temporary, self.status_file)
         except OSError as error:
             logger.warning("cannot write '%s': %s", self.status_file, error.strerror)
+
+
+def _children() -> list[int]:
+    """Return the PIDs of this process's children (living or zombie)."""
+    path = f"/proc/self/task/{os.getpid()}/children"
+    try:
+        with open(path, encoding="ascii") as stream:
+            return [int(pid) for pid in stream.read().split()]
+    except OSError:
+        return []
 
 
 def _has_children() -> bool:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -73,6 +73,19 @@ SERVICE_PROGRAM = textwrap.dedent(
         os.waitpid(middle, 0)
         while True:
             signal.pause()
+    elif role == "escape":
+        middle = os.fork()
+        if middle == 0:
+            if os.fork() == 0:
+                os.setsid()
+                note(path + ".tmp", str(os.getpid()))
+                os.rename(path + ".tmp", path)
+                while True:
+                    signal.pause()
+            os._exit(0)
+        os.waitpid(middle, 0)
+        while True:
+            signal.pause()
     """
 )
 
@@ -81,7 +94,10 @@ class Init:
     """A running init (``python -m system.init``) over a spec in ``tmp_path``."""
 
     def __init__(
-        self, tmp_path: Path, services: list[dict[str, object]], wrapper: list[str] = ()
+        self,
+        tmp_path: Path,
+        services: list[dict[str, object]],
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.spec = tmp_path / "spec.json"
         self.spec.write_text(json.dumps({"services": services}))
@@ -108,9 +124,12 @@ class Init:
     def status(self) -> dict[str, object]:
         """Return the status file, or an empty dict before the first one."""
         try:
-            return json.loads((self.run / "init.status").read_text())
+            document: dict[str, object] = json.loads(
+                (self.run / "init.status").read_text()
+            )
         except FileNotFoundError:
             return {}
+        return document
 
     def service(self, name: str) -> dict[str, object]:
         """Return the status entry of service ``name``."""
@@ -254,6 +273,25 @@ def test_sigint_stops_too_and_a_service_ignoring_its_signal_is_killed(
     assert init.service("stubborn")["term_signal"] == signal.SIGKILL
 
 
+def test_stop_during_boot_stops_the_one_shot_and_starts_nothing_more(
+    tmp_path: Path, program: Path, inits: list[Init]
+) -> None:
+    events = tmp_path / "events"
+    services = [
+        service("slow", program, "daemon", events, one_shot=True),
+        service("later", program, "daemon", events, requirement=["slow"]),
+    ]
+    init = Init(tmp_path, services)
+    inits.append(init)
+    wait_for(lambda: lines(events) == ["start slow"])
+    assert init.status()["state"] == "starting"
+
+    assert init.stop() == 0
+    assert lines(events) == ["start slow", "stop slow"]
+    assert init.service("later")["state"] == "waiting"
+    assert init.service("slow")["state"] == "stopped"
+
+
 # ---------------------------------------------------------------------------
 # Respawning and failures
 
@@ -266,7 +304,7 @@ def test_respawns_daemons_and_gives_up_on_crash_loops(
         tmp_path / "crash",
         tmp_path / "events",
     )
-    services = [
+    services: list[dict[str, object]] = [
         service("flaky", program, "fail-once", flaky_runs, respawn=True),
         service("crash", program, "crash", crash_runs, respawn=True),
         service("broken", program, "crash", tmp_path / "broken", one_shot=True),
@@ -309,18 +347,27 @@ def test_respawns_daemons_and_gives_up_on_crash_loops(
 # Orphans
 
 
-def test_reaps_orphans_as_a_subreaper(
+def test_reaps_orphans_as_a_subreaper_and_ends_detached_ones(
     tmp_path: Path, program: Path, inits: list[Init]
 ) -> None:
-    grandchild_file = tmp_path / "grandchild"
-    init = Init(tmp_path, [service("forker", program, "orphan", grandchild_file)])
+    grandchild_file, detached_file = tmp_path / "grandchild", tmp_path / "detached"
+    services = [
+        service("forker", program, "orphan", grandchild_file),
+        service("detacher", program, "escape", detached_file),
+    ]
+    init = Init(tmp_path, services)
     inits.append(init)
 
-    wait_for(grandchild_file.exists)
+    wait_for(lambda: grandchild_file.exists() and detached_file.exists())
     grandchild = int(grandchild_file.read_text())
     wait_for(lambda: f"reaped orphan process {grandchild} " in init.log())
     assert not Path(f"/proc/{grandchild}").exists()
+    detached = int(detached_file.read_text())
+    assert alive(detached)
+
     assert init.stop() == 0
+    assert not Path(f"/proc/{detached}").exists()
+    assert f"sent SIGTERM to leftover processes [{detached}]" in init.log()
 
 
 def _unshare_works() -> bool:
@@ -340,11 +387,18 @@ def test_reaps_orphans_and_everything_left_as_pid_1(
     services = [
         service("forker", program, "orphan", grandchild_file),
         service("daemon", program, "daemon", events, requirement=["forker"]),
+        service("detacher", program, "escape", tmp_path / "detached"),
     ]
     init = Init(tmp_path, services, ["unshare", "--pid", "--fork", "--mount-proc"])
     inits.append(init)
 
-    wait_for(lambda: init.status().get("pid") == 1 and grandchild_file.exists())
+    wait_for(
+        lambda: (
+            init.status().get("pid") == 1
+            and grandchild_file.exists()
+            and (tmp_path / "detached").exists()
+        )
+    )
     grandchild = int(grandchild_file.read_text())
     wait_for(lambda: f"reaped orphan process {grandchild} " in init.log())
     unshare = init.process.pid
@@ -352,10 +406,11 @@ def test_reaps_orphans_and_everything_left_as_pid_1(
         int, Path(f"/proc/{unshare}/task/{unshare}/children").read_text().split()
     )
     inside = _descendants(host_pid)
-    assert len(inside) == 2 and all(alive(pid) for pid in inside)
+    assert len(inside) == 4 and all(alive(pid) for pid in inside)
 
     assert init.stop(pid=host_pid) == 0
     assert lines(events) == ["start daemon", "stop daemon"]
+    assert "sent SIGTERM to leftover processes [-1]" in init.log()
     assert not any(Path(f"/proc/{pid}").exists() for pid in [host_pid, *inside])
 
 
