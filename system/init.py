@@ -10,9 +10,12 @@ lists the services.  The init then:
    a one-shot once it has exited 0.  When a requirement's provider failed,
    was skipped, or exited before its dependent could start, the dependent
    is *skipped* (logged, never started), and so on down the graph;
-2. appends each service's output to its log file (default
-   ``LOG_DIR/NAME.log``) and logs its own milestones, with timestamps, to
-   ``LOG_DIR/init.log`` and standard error;
+2. runs each service in a session of its own (:func:`~system.supervise.spawn`)
+   with standard input on ``/dev/null``, in its directory, with the init's
+   environment plus its own variables (as ``user``, that account's ``HOME``,
+   ``USER`` and ``LOGNAME`` come between), both output streams appended to
+   its log file (default ``LOG_DIR/NAME.log``); the init logs its own
+   milestones, with timestamps, to ``LOG_DIR/init.log`` and standard error;
 3. respawns a daemon marked ``respawn`` when it exits, at most
    :data:`RESPAWN_LIMIT` times within :data:`RESPAWN_WINDOW` seconds; beyond
    that the service is marked failed and left alone (as Shepherd does);
@@ -39,6 +42,8 @@ order, and per service its state (``waiting``, ``starting``, ``running``,
 ``done``, ``failed``, ``skipped``, ``stopping``, ``stopped``), PID,
 restarts, last exit code or signal, log file and reason.  ``python -m
 system.init --status`` prints it.
+
+TODO: no readiness protocol (pid file, notify socket): a daemon is up once spawned.
 
 Note: this module runs inside containers with the host's Python and a module
 tree from the store; it imports only the standard library, networkx (through
@@ -275,7 +280,8 @@ class Supervisor:
         launch = Launch(
             name=spec.name,
             argv=spec.command,
-            environment={**os.environ, **spec.environment},
+            base_environment=os.environ,
+            environment=spec.environment,
             log_file=unit.log_file,
             directory=spec.directory,
             user=spec.user,

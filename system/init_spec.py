@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import math
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,9 @@ __all__ = [
 ]
 
 DEFAULT_STOP_TIMEOUT = 3.0
+
+_Report = Callable[[str, str], None]
+"""Records a problem: the key within the service, and the message."""
 
 _SERVICE_KEYS = (
     "name",
@@ -172,7 +175,7 @@ class ServiceSpec:
     @property
     def provides(self) -> tuple[str, ...]:
         """Return every name this service provides: its name, then its provision."""
-        return (self.name, *self.provision)
+        return tuple(dict.fromkeys((self.name, *self.provision)))
 
 
 @dataclass(frozen=True)
@@ -305,7 +308,7 @@ def _parse_service(
 # Field checks: each returns the value (or a placeholder) and calls `bad`
 
 
-def _name(value: object, key: str, bad: Any) -> str:
+def _name(value: object, key: str, bad: _Report) -> str:
     if not isinstance(value, str) or not value:
         bad(key, "expected a non-empty string")
         return ""
@@ -314,7 +317,9 @@ def _name(value: object, key: str, bad: Any) -> str:
     return value
 
 
-def _strings(value: object, key: str, bad: Any, required: bool = False) -> list[str]:
+def _strings(
+    value: object, key: str, bad: _Report, required: bool = False
+) -> list[str]:
     ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
     if not ok or (required and not value):
         adjective = "non-empty " if required else ""
@@ -324,21 +329,21 @@ def _strings(value: object, key: str, bad: Any, required: bool = False) -> list[
     return value
 
 
-def _boolean(value: object, key: str, bad: Any) -> bool:
+def _boolean(value: object, key: str, bad: _Report) -> bool:
     if not isinstance(value, bool):
         bad(key, "expected true or false")
         return False
     return value
 
 
-def _optional_string(value: object, key: str, bad: Any) -> str | None:
+def _optional_string(value: object, key: str, bad: _Report) -> str | None:
     if value is not None and (not isinstance(value, str) or not value):
         bad(key, "expected a non-empty string or null")
         return None
     return value
 
 
-def _environment(value: object, bad: Any) -> dict[str, str]:
+def _environment(value: object, bad: _Report) -> dict[str, str]:
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and k and "=" not in k and isinstance(v, str)
         for k, v in value.items()
@@ -350,7 +355,7 @@ def _environment(value: object, bad: Any) -> dict[str, str]:
     return dict(value)
 
 
-def _signal(value: object, bad: Any) -> int:
+def _signal(value: object, bad: _Report) -> int:
     if isinstance(value, str):
         name = value if value.startswith("SIG") else f"SIG{value}"
         try:
@@ -361,7 +366,7 @@ def _signal(value: object, bad: Any) -> int:
     return signal.SIGTERM
 
 
-def _timeout(value: object, bad: Any) -> float:
+def _timeout(value: object, bad: _Report) -> float:
     number_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not number_ok or not math.isfinite(float(value)) or float(value) <= 0:  # type: ignore[arg-type]
         bad("stop_timeout", "expected a positive number of seconds")
@@ -369,7 +374,7 @@ def _timeout(value: object, bad: Any) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-def _directory(value: object, bad: Any) -> str:
+def _directory(value: object, bad: _Report) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
         bad("directory", "expected an absolute directory name")
         return "/"
@@ -405,8 +410,15 @@ def start_order(spec: InitSpec) -> tuple[str, ...]:
 
     :raises ServiceGraphError: a requirement no service provides, a name
         provided by two services, or a requirement cycle (naming its services).
+    :raises PyguixError: networkx is missing.
     """
-    import networkx as nx
+    try:
+        import networkx as nx
+    except ImportError as error:
+        raise PyguixError(
+            f"the init cannot import networkx: {error}",
+            "put networkx on the sys.path of the Python that runs the init",
+        ) from error
 
     providers = _providers(spec)
     graph: Any = nx.DiGraph()

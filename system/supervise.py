@@ -95,10 +95,14 @@ class Launch:
     """The service's name (for messages)."""
 
     argv: tuple[str, ...]
-    """The command; ``argv[0]`` is looked up in the ``PATH`` of ``environment``."""
+    """The command; ``argv[0]`` is looked up in the ``PATH`` it runs with."""
+
+    base_environment: Mapping[str, str]
+    """The inherited environment; with ``user``, the account's ``HOME``,
+    ``USER`` and ``LOGNAME`` replace its own."""
 
     environment: Mapping[str, str]
-    """The whole environment of the service."""
+    """The service's own variables, added last."""
 
     log_file: str
     """Where standard output and error are appended (directories are created)."""
@@ -247,11 +251,10 @@ def spawn(launch: Launch) -> int:
         program was not usable; the child has then been collected.
     """
     account = _account(launch)
-    environment = dict(launch.environment)
+    environment = dict(launch.base_environment)
     if account is not None:
-        for key, value in (("HOME", account.home), ("USER", account.name)):
-            environment.setdefault(key, value)
-        environment.setdefault("LOGNAME", account.name)
+        environment.update(HOME=account.home, USER=account.name, LOGNAME=account.name)
+    environment.update(launch.environment)
     log_fd = _open_log(launch)
     report_read, report_write = os.pipe()
 
@@ -293,10 +296,8 @@ def _open_log(launch: Launch) -> int:
 
 
 def _read_report(fd: int) -> dict[str, str] | None:
-    chunks = []
     with os.fdopen(fd, "rb") as stream:
-        chunks.append(stream.read())
-    data = b"".join(chunks)
+        data = stream.read()
     if not data:
         return None
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -290,6 +291,41 @@ def test_stop_during_boot_stops_the_one_shot_and_starts_nothing_more(
     assert lines(events) == ["start slow", "stop slow"]
     assert init.service("later")["state"] == "waiting"
     assert init.service("slow")["state"] == "stopped"
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="switching users needs root")
+def test_runs_services_with_their_environment_directory_user_and_log(
+    tmp_path: Path, inits: list[Init]
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    shell = 'echo "$GREETING $HOME $(id -u) $(pwd)"'
+    services: list[dict[str, object]] = [
+        {
+            "name": "who",
+            "command": ["sh", "-c", shell],
+            "one_shot": True,
+            "environment": {"GREETING": "hello"},
+            "directory": str(work),
+            "user": "nobody",
+            "log_file": "custom/who.log",
+        },
+        {"name": "ghost", "command": ["true"], "user": "no-such-user-here"},
+        {"name": "nowhere", "command": ["true"], "directory": str(tmp_path / "none")},
+    ]
+    init = Init(tmp_path, services)
+    inits.append(init)
+    wait_for(lambda: init.status().get("state") == "running")
+
+    nobody = pwd.getpwnam("nobody")
+    output = (init.logs / "custom" / "who.log").read_text()
+    assert output == f"hello {nobody.pw_dir} {nobody.pw_uid} {work}\n"
+    assert init.service("who")["state"] == "done"
+    assert "user: no account 'no-such-user-here'" in str(
+        init.service("ghost")["reason"]
+    )
+    assert "chdir: '" in str(init.service("nowhere")["reason"])
+    assert init.stop() == 0
 
 
 # ---------------------------------------------------------------------------
