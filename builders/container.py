@@ -32,8 +32,9 @@ kills every process of the PID namespace with it.
 The root
 --------
 
-A tmpfs mounted on a fresh temporary directory of the host (removed
-afterwards; the host only ever sees it empty); ``/proc`` for the new PID
+A tmpfs mounted over ``/tmp`` in the new mount namespace only: nothing is
+created on the host, so nothing is left behind even when pyguix is killed
+(bind sources are opened beforehand, so hiding ``/tmp`` hides none); ``/proc`` for the new PID
 namespace; ``/sys`` read-only with a private network namespace (``EPERM``
 tolerated, Guix issue 61690); a tmpfs ``/dev`` with the host's ``null``,
 ``zero``, ``full``, ``random``, ``urandom`` and ``tty`` bound in (a user
@@ -44,6 +45,13 @@ that terminal on ``/dev/console``; then the caller's mounts, in order.  A read-o
 a bind followed by a read-only remount that repeats the source's flags
 (:func:`~builders.linux.bind_flags_of`).  Then ``pivot_root`` and the old
 root is detached; ``lo`` is brought up in a private network namespace.
+
+Note: this module imports only :mod:`builders.linux` and
+:mod:`store.errors`, so that the module closure a ``run-container`` script
+carries into the store stays small; keep it so.
+
+TODO: Guix's ``lock-mounts?`` (a second user namespace making the mounts
+unchangeable from inside) is not done; system containers turn it off anyway.
 
 Bind sources are opened (``O_PATH``) before the init changes its ids, and
 mounted through ``/proc/self/fd``: the init must look host paths up with
@@ -58,10 +66,10 @@ import contextlib
 import errno
 import json
 import os
+import select
 import signal
 import stat
 import sys
-import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -88,6 +96,10 @@ __all__ = [
 ALL_NAMESPACES = frozenset({"user", "mnt", "pid", "ipc", "uts", "net"})
 
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+# Where the init mounts the new root before pivot_root, in its own mount
+# namespace: a directory every system has, already looked up by then.
+_ROOT = "/tmp"
 
 
 class ContainerError(PyguixError):
@@ -144,7 +156,6 @@ class Plan:
     """
 
     namespaces: frozenset[str]
-    root: str
     mounts: tuple[FileSystemSpec, ...] = ()
     uid_map: str = ""
     gid_map: str = ""
@@ -225,30 +236,32 @@ def _send(fd: int, message: dict[str, object]) -> None:
     os.write(fd, json.dumps(message).encode() + b"\n")
 
 
-def error_message(error: BaseException, root: str = "") -> dict[str, object]:
+def error_message(error: BaseException) -> dict[str, object]:
     """Return an exception raised during setup as a message for the caller.
 
-    Paths under ``root`` (the new root, as the init saw it before
-    ``pivot_root``) are shown as they are seen from inside.
+    Paths below the new root, as the init saw them before ``pivot_root``,
+    are shown as they are seen from inside.
     """
-
-    def inside(text: str) -> str:
-        return text.replace(root, "") if root else text
-
     if isinstance(error, LinuxError):
-        data = error.to_dict()
-        data["arguments"] = [inside(str(argument)) for argument in error.arguments]
-        data["message"] = inside(error.message)
-        return {"error": {"kind": "linux", **data}}
+        arguments = tuple(_inside(argument) for argument in error.arguments)
+        shown = LinuxError(error.call, arguments, error.errno)
+        return {"error": {"kind": "linux", **shown.to_dict()}}
     if isinstance(error, PyguixError):
-        text, hint = inside(error.message), error.hint
+        text, hint = error.message, error.hint
     elif isinstance(error, OSError):
-        name = f" '{inside(str(error.filename))}'" if error.filename else ""
+        name = f" '{_inside(error.filename)}'" if error.filename else ""
         text, hint = f"cannot set up the new root:{name}: {error.strerror}", None
     else:
         detail = "".join(traceback.format_exception_only(type(error), error)).strip()
         text, hint = f"setup of the new root failed: {detail}", None
     return {"error": {"kind": "setup", "message": text, "hint": hint}}
+
+
+def _inside(argument: object) -> object:
+    """Return a path below the new root as seen from inside; others as is."""
+    if isinstance(argument, str) and argument.startswith(_ROOT + "/"):
+        return argument[len(_ROOT) :]
+    return argument
 
 
 def raise_error(
@@ -418,9 +431,12 @@ def _helper_main(plan: Plan, parent: int, report: int, go: int) -> NoReturn:
         if os.read(go, 1) != b"g":
             os._exit(2)
         os.close(go)
+        alive_read, alive_write = os.pipe()
         pid = os.fork()
         if pid == 0:
-            _init_main(plan, report)
+            os.close(alive_write)
+            _init_main(plan, report, alive_read)
+        os.close(alive_read)
         _send(report, {"pid": pid})
         for fd in set(plan.stdio):
             if fd is not None and fd > 2:
@@ -457,8 +473,12 @@ def _max_fd() -> int:
 # The init process: PID 1 of the new PID namespace
 
 
-def _init_main(plan: Plan, report: int) -> NoReturn:
-    """Assemble the root, drop privileges and run the payload."""
+def _init_main(plan: Plan, report: int, helper_alive: int) -> NoReturn:
+    """Assemble the root, drop privileges and run the payload.
+
+    ``helper_alive`` is a pipe only the helper writes to: at end of file the
+    helper died before the parent-death signal was armed, so the init quits.
+    """
     try:
         for signum in (
             signal.SIGINT,
@@ -470,13 +490,16 @@ def _init_main(plan: Plan, report: int) -> NoReturn:
         ):
             signal.signal(signum, signal.SIG_DFL)
         linux.set_parent_death_signal(signal.SIGKILL)
+        if select.select([helper_alive], [], [], 0)[0]:
+            os._exit(2)
+        os.close(helper_alive)
         sources = _open_sources(plan)
         _take_ids(plan)
         _assemble_root(plan, sources)
         _enter_root(plan)
         _configure(plan)
     except BaseException as error:  # noqa: BLE001 - reported to the caller
-        _send(report, error_message(error, plan.root))
+        _send(report, error_message(error))
         os._exit(3)
     _send(report, {"ready": True})
     _run_payload(plan, report)
@@ -514,7 +537,7 @@ def _take_ids(plan: Plan) -> None:
 
 
 def _assemble_root(plan: Plan, sources: dict[str, int]) -> None:
-    root = plan.root
+    root = _ROOT
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     linux.mount("none", root, "tmpfs", 0, "mode=0755")
 
@@ -539,18 +562,18 @@ def _assemble_root(plan: Plan, sources: dict[str, int]) -> None:
 
 def _mount_proc_and_sys(plan: Plan) -> None:
     nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-    os.makedirs(plan.root + "/proc", exist_ok=True)
+    os.makedirs(_ROOT + "/proc", exist_ok=True)
     if "pid" in plan.namespaces:
-        linux.mount("proc", plan.root + "/proc", "proc", nosuid_nodev_noexec)
+        linux.mount("proc", _ROOT + "/proc", "proc", nosuid_nodev_noexec)
     else:
-        linux.mount("/proc", plan.root + "/proc", None, linux.MS_BIND | linux.MS_REC)
+        linux.mount("/proc", _ROOT + "/proc", None, linux.MS_BIND | linux.MS_REC)
 
     if plan.mount_sys and "net" in plan.namespaces:
-        os.makedirs(plan.root + "/sys", exist_ok=True)
+        os.makedirs(_ROOT + "/sys", exist_ok=True)
         try:
             linux.mount(
                 "sysfs",
-                plan.root + "/sys",
+                _ROOT + "/sys",
                 "sysfs",
                 nosuid_nodev_noexec | linux.MS_RDONLY,
             )
@@ -627,15 +650,20 @@ def _mount_one(root: str, spec: FileSystemSpec, fd: int | None) -> None:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if not os.path.lexists(target):
             _touch(target)
-    linux.mount(f"/proc/self/fd/{fd}", target, None, linux.MS_BIND | linux.MS_REC)
-    if read_only:
-        flags = linux.bind_flags_of(fd) | spec.flags | read_only
-        linux.mount(None, target, None, linux.MS_REMOUNT | linux.MS_BIND | flags)
+    try:
+        linux.mount(f"/proc/self/fd/{fd}", target, None, linux.MS_BIND | linux.MS_REC)
+        if read_only:
+            flags = linux.bind_flags_of(fd) | spec.flags | read_only
+            linux.mount(None, target, None, linux.MS_REMOUNT | linux.MS_BIND | flags)
+    except LinuxError as error:
+        # Name the host path, not the descriptor it was mounted through.
+        arguments = (spec.source, *error.arguments[1:])
+        raise LinuxError(error.call, arguments, error.errno) from None
 
 
 def _enter_root(plan: Plan) -> None:
     """Make the assembled root the root: pivot_root, then detach the old one."""
-    os.chdir(plan.root)
+    os.chdir(_ROOT)
     linux.pivot_root(".", ".")
     linux.umount2(".", linux.MNT_DETACH)
     os.chdir("/")
@@ -768,10 +796,8 @@ def call_with_container(
     chosen = frozenset(namespaces)
     assert "mnt" in chosen and chosen <= set(linux.NAMESPACE_FLAGS), chosen
     uid_map, gid_map, deny = id_maps(host_uids, host_uid_base)
-    root = tempfile.mkdtemp(prefix="pyguix-container-")
     plan = Plan(
         namespaces=chosen,
-        root=root,
         mounts=tuple(mounts),
         uid_map=uid_map,
         gid_map=gid_map,
@@ -786,13 +812,10 @@ def call_with_container(
         argv=() if callable(command) else tuple(command),
         function=command if callable(command) else None,
     )
-    try:
-        launched = launch(plan)
-        return exit_status(
-            _wait_relaying(launched, relayed_signals, pid_files, process_spawned_hook)
-        )
-    finally:
-        os.rmdir(root)
+    launched = launch(plan)
+    return exit_status(
+        _wait_relaying(launched, relayed_signals, pid_files, process_spawned_hook)
+    )
 
 
 def _wait_relaying(

@@ -49,7 +49,6 @@ import logging
 import os
 import select
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -160,10 +159,9 @@ def run_sandboxed(spec: SandboxSpec, log: Log) -> SandboxResult:
     """
     assert spec.command and spec.command[0].startswith("/"), spec.command
     write = log if callable(log) else log.write
-    root = tempfile.mkdtemp(prefix="pyguix-sandbox-")
     log_read, log_write = os.pipe2(os.O_CLOEXEC)
     try:
-        plan = _plan(spec, root, log_write)
+        plan = _plan(spec, log_write)
         _give_to_build_user(spec)
         logger.debug("starting sandboxed build: %s", spec.command)
         start = time.monotonic()
@@ -175,7 +173,6 @@ def run_sandboxed(spec: SandboxSpec, log: Log) -> SandboxResult:
         os.close(log_read)
         if log_write >= 0:
             os.close(log_write)
-        os.rmdir(root)
 
 
 def _host_ids(spec: SandboxSpec) -> tuple[int, int]:
@@ -192,7 +189,7 @@ def _host_ids(spec: SandboxSpec) -> tuple[int, int]:
     return uid, gid
 
 
-def _plan(spec: SandboxSpec, root: str, log_write: int) -> Plan:
+def _plan(spec: SandboxSpec, log_write: int) -> Plan:
     """Turn ``spec`` into the plan of the sandbox's processes."""
     host_uid, host_gid = _host_ids(spec)
     if os.getuid() == 0:
@@ -211,7 +208,6 @@ def _plan(spec: SandboxSpec, root: str, log_write: int) -> Plan:
     )
     return Plan(
         namespaces=frozenset(namespaces),
-        root=root,
         mounts=tuple(mounts),
         uid_map=uid_map,
         gid_map=gid_map,
