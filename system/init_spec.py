@@ -367,11 +367,12 @@ def _signal(value: object, bad: _Report) -> int:
 
 
 def _timeout(value: object, bad: _Report) -> float:
-    number_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number_ok or not math.isfinite(float(value)) or float(value) <= 0:  # type: ignore[arg-type]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
         bad("stop_timeout", "expected a positive number of seconds")
         return DEFAULT_STOP_TIMEOUT
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def _directory(value: object, bad: _Report) -> str:
