@@ -3,10 +3,11 @@
 Spec: issue 5, item 1; Nix's ``Worker`` (``libstore/build/worker.cc``) and
 ``nix-store --realise``, Guix's ``build-things``.
 
-**The cache hit first.** :func:`realise` reads the targets' ``.drv`` files
-and asks the database once whether every wanted output is valid.  When they
+**The cache hit first.** :func:`realise` finds the targets' outputs (in the
+database for derivations built before, else in their ``.drv`` files) and
+asks the database once whether every wanted output is valid.  When they
 are, it returns: no graph is loaded and networkx is not even imported, so a
-no-op realise costs one parse per target and one query.
+no-op realise costs two queries.
 
 **Otherwise** it loads the graph of derivations (:mod:`derivations.graph`),
 keeps the part whose outputs are missing, and runs up to ``jobs`` builds at
@@ -185,8 +186,7 @@ def realise(
     :raises RealiseError: when a build failed (the result is attached).
     :raises DerivationError: when a target is not a derivation in the store.
     """
-    wanted = _wanted_outputs(store, targets)
-    outputs = {path: dict(outs) for path, (_, outs) in wanted.items()}
+    outputs = _wanted_outputs(store, targets)
     all_paths = {p for outs in outputs.values() for p in outs.values()}
 
     # The cache hit: one batched query, no graph.
@@ -203,7 +203,7 @@ def realise(
     options = BuildOptions(cores, timeout, max_silent_time, keep_failed)
     interpreter_paths()  # once here, not once per child
     run = _Run(store, options, jobs, keep_going, reporter)
-    graph = _missing_graph(store, list(wanted))
+    graph = _missing_graph(store, list(outputs))
     if reporter is not None:
         reporter.plan(sorted(graph.nodes))
     try:
@@ -211,7 +211,7 @@ def realise(
         if run.ok() and (check or rounds > 1):
             todo_rounds = rounds if check else rounds - 1
             built = set(run.built)
-            run.check_targets([p for p in wanted if check or p in built], todo_rounds)
+            run.check_targets([p for p in outputs if check or p in built], todo_rounds)
     finally:
         run.stop_children()
         if reporter is not None:
@@ -231,30 +231,51 @@ def realise(
 
 def _wanted_outputs(
     store: LocalStore, targets: Sequence[Target]
-) -> dict[str, tuple[Derivation, dict[str, str]]]:
-    """Read each target; return its derivation and wanted outputs' paths."""
-    wanted: dict[str, tuple[Derivation, dict[str, str]]] = {}
-    for target in targets:
-        path, names = (target, None) if isinstance(target, str) else target
+) -> dict[str, dict[str, str]]:
+    """Return each target's wanted outputs' paths, by output name.
+
+    Derivations built before have their outputs recorded in the database:
+    one query finds them, and only the others' ``.drv`` files are read.
+    """
+    parsed = [(t, None) if isinstance(t, str) else (t[0], t[1]) for t in targets]
+    for path, _ in parsed:
         if not path.endswith(".drv"):
             raise DerivationError(
                 path,
                 f"'{path}' is not a derivation path",
                 "give STORE/HASH-NAME.drv, optionally with ^OUTPUT,...",
             )
-        try:
-            drv = read_derivation(store, path)
-        except FileNotFoundError:
-            raise DerivationError(
-                path, f"derivation '{path}' is not in the store"
-            ) from None
-        chosen = list(names) if names else sorted(drv.outputs)
-        outs = {name: drv.output_path(name) for name in chosen}
-        previous = wanted.get(path)
-        if previous is not None:
-            outs = {**previous[1], **outs}
-        wanted[path] = (drv, outs)
+    recorded = store.db.derivation_outputs({path for path, _ in parsed})
+
+    wanted: dict[str, dict[str, str]] = {}
+    for path, names in parsed:
+        known = recorded.get(path, {})
+        chosen = list(names) if names else sorted(known)
+        if not known or not set(chosen) <= set(known):
+            known = _read_target(store, path).output_paths()
+            chosen = list(names) if names else sorted(known)
+        outs = {name: _output_named(path, known, name) for name in chosen}
+        wanted[path] = {**wanted.get(path, {}), **outs}
     return wanted
+
+
+def _read_target(store: LocalStore, path: str) -> Derivation:
+    try:
+        return read_derivation(store, path)
+    except FileNotFoundError:
+        raise DerivationError(
+            path, f"derivation '{path}' is not in the store"
+        ) from None
+
+
+def _output_named(drv_path: str, outputs: Mapping[str, str], name: str) -> str:
+    if name not in outputs:
+        raise DerivationError(
+            drv_path,
+            f"derivation '{drv_path}' has no output '{name}'",
+            f"its outputs are: {', '.join(sorted(outputs))}",
+        )
+    return outputs[name]
 
 
 def _missing_graph(store: LocalStore, roots: list[str]) -> nx.DiGraph:

@@ -213,3 +213,21 @@ def test_a_store_opened_in_another_process_sees_the_builds(
     other = LocalStore(store.store_dir, store.state_dir)
     assert other.query_deriver(drv.output_path()) == drv.path
     assert os.access(drv.output_path(), os.R_OK)
+
+
+def test_bad_targets_are_reported(store: LocalStore) -> None:
+    from derivations.derivation import DerivationError
+
+    drv = pydrv(store, "one")
+    with pytest.raises(DerivationError, match="has no output 'lib'"):
+        realise(store, [(drv.path, ["lib"])])
+    with pytest.raises(DerivationError, match="is not a derivation path"):
+        realise(store, [drv.output_path()])
+    missing = drv.path.replace("-one.drv", "-two.drv")
+    with pytest.raises(DerivationError, match="is not in the store"):
+        realise(store, [missing])
+
+    realise(store, [drv.path])
+    # Once built, the outputs come from the database; the check still holds.
+    with pytest.raises(DerivationError, match="has no output 'lib'"):
+        realise(store, [(drv.path, ["lib"])])
