@@ -33,18 +33,25 @@ The root
 --------
 
 A tmpfs mounted over ``/tmp`` in the new mount namespace only: nothing is
-created on the host, so nothing is left behind even when pyguix is killed
-(bind sources are opened beforehand, so hiding ``/tmp`` hides none); ``/proc`` for the new PID
-namespace; ``/sys`` read-only with a private network namespace (``EPERM``
-tolerated, Guix issue 61690); a tmpfs ``/dev`` with the host's ``null``,
-``zero``, ``full``, ``random``, ``urandom`` and ``tty`` bound in (a user
-namespace cannot make device nodes), a new ``devpts`` instance with
-``/dev/ptmx`` pointing into it (Guix bug 36463), ``/dev/shm``, the
-``/dev/fd`` links and, for a container whose standard input is a terminal,
-that terminal on ``/dev/console``; then the caller's mounts, in order.  A read-only bind is
-a bind followed by a read-only remount that repeats the source's flags
-(:func:`~builders.linux.bind_flags_of`).  Then ``pivot_root`` and the old
-root is detached; ``lo`` is brought up in a private network namespace.
+created on the host, so nothing is left behind even when pyguix is killed.
+In it: ``/proc`` for the new PID namespace; ``/sys`` read-only with a
+private network namespace (``EPERM`` tolerated, Guix issue 61690); a tmpfs
+``/dev`` with the host's ``null``, ``zero``, ``full``, ``random``,
+``urandom`` and ``tty`` bound in (a user namespace cannot make device
+nodes), a new ``devpts`` instance with ``/dev/ptmx`` pointing into it (Guix
+bug 36463), ``/dev/shm``, the ``/dev/fd`` links and, when standard input is
+a terminal, that terminal on ``/dev/console``; then the caller's mounts, in
+order.  A read-only bind is a bind followed by a read-only remount that
+repeats the source's flags (:func:`~builders.linux.bind_flags_of`).  Then
+``pivot_root``, the old root is detached, and ``lo`` is brought up in a
+private network namespace.
+
+Bind sources are opened (``O_PATH``) before anything is mounted and before
+the init changes its ids, and mounted through ``/proc/self/fd``: hiding
+``/tmp`` then hides none of them, host paths are looked up with the
+caller's ids, and files in the tmpfs are created with ids mapped in the new
+namespace (the kernel refuses, ``EOVERFLOW``, to create files for an
+unmapped owner).
 
 Note: this module imports only :mod:`builders.linux` and
 :mod:`store.errors`, so that the module closure a ``run-container`` script
@@ -52,12 +59,6 @@ carries into the store stays small; keep it so.
 
 TODO: Guix's ``lock-mounts?`` (a second user namespace making the mounts
 unchangeable from inside) is not done; system containers turn it off anyway.
-
-Bind sources are opened (``O_PATH``) before the init changes its ids, and
-mounted through ``/proc/self/fd``: the init must look host paths up with
-the caller's ids, but create files in its tmpfs with ids mapped in the new
-namespace (the kernel refuses, ``EOVERFLOW``, to create files for an
-unmapped owner).
 """
 
 from __future__ import annotations
@@ -490,7 +491,9 @@ def _init_main(plan: Plan, report: int, helper_alive: int) -> NoReturn:
         ):
             signal.signal(signum, signal.SIG_DFL)
         linux.set_parent_death_signal(signal.SIGKILL)
-        if select.select([helper_alive], [], [], 0)[0]:
+        poller = select.poll()
+        poller.register(helper_alive, select.POLLIN)
+        if poller.poll(0):
             os._exit(2)
         os.close(helper_alive)
         sources = _open_sources(plan)

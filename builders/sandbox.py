@@ -300,31 +300,24 @@ def _supervise(
 ) -> SandboxResult:
     """Copy the build's output to the log until it ends, enforcing the limits."""
     watch = _Watch(start, start, spec.timeout, spec.max_silent_time)
-    status: int | None = None
-    error: dict[str, object] | None = None
-    open_fds = {log_read, launched.messages.fd}
+    reports = _Reports()
+    poller = select.poll()
+    for fd in (log_read, launched.messages.fd):
+        poller.register(fd, select.POLLIN)
+    open_fds = 2
     try:
         while open_fds:
-            ready, _, _ = select.select(
-                list(open_fds), [], [], watch.wait_time(time.monotonic())
-            )
-            if log_read in ready:
-                data = os.read(log_read, 65536)
-                if data:
-                    watch.last_output = time.monotonic()
-                    write(data)
+            for fd, _ in poller.poll(_milliseconds(watch.wait_time(time.monotonic()))):
+                if fd == log_read:
+                    done = _copy_output(log_read, write, watch)
                 else:
-                    open_fds.discard(log_read)
-            if launched.messages.fd in ready:
-                status, error = _read_messages(launched.messages, status, error)
-                if launched.messages.eof:
-                    open_fds.discard(launched.messages.fd)
+                    done = reports.read(launched.messages)
+                if done:
+                    poller.unregister(fd)
+                    open_fds -= 1
             if watch.check(time.monotonic()):
-                logger.warning(
-                    "killing build %s: %s",
-                    spec.command,
-                    "timeout" if watch.timed_out else "silent too long",
-                )
+                why = "timeout" if watch.timed_out else "silent too long"
+                logger.warning("killing build %s: %s", spec.command, why)
                 kill_quietly(launched.pid)
                 watch.killed = True
     except BaseException:
@@ -334,23 +327,45 @@ def _supervise(
         launched.messages.close()
         os.waitpid(launched.helper_pid, 0)
 
-    if error is not None:
-        raise_error(error, SandboxError)
-    return _result(status, watch)
+    if reports.error is not None:
+        raise_error(reports.error, SandboxError)
+    return _result(reports.status, watch)
 
 
-def _read_messages(
-    reader: MessageReader, status: int | None, error: dict[str, object] | None
-) -> tuple[int | None, dict[str, object] | None]:
-    reader.fill()
-    while (message := reader.pop()) is not None:
-        if "status" in message:
-            raw = message["status"]
-            assert isinstance(raw, int)
-            status = raw
-        elif "error" in message:
-            error = message
-    return status, error
+def _milliseconds(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds * 1000) + 1
+
+
+def _copy_output(
+    log_read: int, write: Callable[[bytes], object], watch: _Watch
+) -> bool:
+    """Copy one chunk of output to the log; return True at end of file."""
+    data = os.read(log_read, 65536)
+    if not data:
+        return True
+    watch.last_output = time.monotonic()
+    write(data)
+    return False
+
+
+@dataclass
+class _Reports:
+    """What the sandbox's processes reported: the wait status, or an error."""
+
+    status: int | None = None
+    error: dict[str, object] | None = None
+
+    def read(self, reader: MessageReader) -> bool:
+        """Read the reports available; return True at end of file."""
+        reader.fill()
+        while (message := reader.pop()) is not None:
+            if "status" in message:
+                raw = message["status"]
+                assert isinstance(raw, int)
+                self.status = raw
+            elif "error" in message:
+                self.error = message
+        return reader.eof
 
 
 def _result(status: int | None, watch: _Watch) -> SandboxResult:

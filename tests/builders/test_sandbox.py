@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import resource
 import select
 import shutil
 import signal
@@ -503,3 +504,22 @@ def test_build_user_cannot_be_the_sandbox_root_id(tmp_path: Path) -> None:
     )
     assert result.succeeded and log == "1000\n"
     assert os.stat(tmp_path / "build").st_uid == BUILD_USER_BASE + 7
+
+
+def test_descriptors_above_1024_are_watched(tmp_path: Path) -> None:
+    # select() cannot watch descriptors past FD_SETSIZE; a busy scheduler has them.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the descriptor limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fillers = []
+    try:
+        while (fd := os.open("/dev/null", os.O_RDONLY)) < 1100:
+            fillers.append(fd)
+        fillers.append(fd)
+        result, log = run(tmp_path, "print('high')")
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert result.succeeded and log == "high\n"
