@@ -1,0 +1,370 @@
+"""The operating-system record and its system directory.
+
+Mirrors Guix's ``gnu/system.scm``: an :class:`OperatingSystem` describes a
+whole system; its services are the user's services followed by the
+*essential services* computed from the record itself (unless given), with
+missing extension targets instantiated; folding them towards the ``system``
+service gives the system directory, a file union with ``boot``,
+``activate``, ``etc``, ``profile``, ``locale``, ``kernel``,
+``parameters`` and ``services.json``.
+
+An operating system is itself file-like: a gexp referring to it expands to
+its system directory, and ``lower_object(os)`` lowers that directory.
+
+An OS file (such as ``fixtures/os.py``) is a Python file defining the
+module-level variable ``operating_system``, an :class:`OperatingSystem`;
+it may define ``mappings``, a sequence of
+:class:`~system.file_systems.FileSystemMapping` a container of it gets.
+:func:`load_operating_system` reads such a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from derivations.file_like import computed_file, plain_file
+from derivations.gexp import Compiler, gexp, register_compiler
+from derivations.lowering import lower_object
+from derivations.monad import MValue, mreturn
+from store.errors import PyguixError
+from system.accounts import (
+    BASE_GROUPS,
+    BASE_USER_ACCOUNTS,
+    ROOT_ACCOUNT,
+    Accounts,
+    UserAccount,
+    UserGroup,
+    allocate_accounts,
+)
+from system.base import (
+    InitService,
+    account_service_type,
+    activation_service_type,
+    bare_metal_service_type,
+    boot_service_type,
+    cleanup_service_type,
+    etc_service_type,
+    host_name_service_type,
+    hosts_service_type,
+    init_service_type,
+    kernel_service_type,
+    local_host_entries,
+    profile_service_type,
+    system_service_type,
+)
+from system.file_systems import FileSystem, file_system_to_spec
+from system.services import (
+    Service,
+    ServiceError,
+    ServiceType,
+    fold_services,
+    instantiate_missing_services,
+    service,
+)
+
+__all__ = [
+    "DUMMY_KERNEL",
+    "OperatingSystem",
+    "OperatingSystemFileError",
+    "base_etc_entries",
+    "default_essential_services",
+    "load_operating_system",
+    "locale_directory",
+    "operating_system_activation_script",
+    "operating_system_boot_script",
+    "operating_system_derivation",
+    "operating_system_directory",
+    "operating_system_essential_services",
+    "operating_system_init_services",
+    "operating_system_profile",
+    "operating_system_services",
+    "operating_system_user_accounts",
+]
+
+DUMMY_KERNEL = computed_file(
+    "dummy-kernel",
+    gexp(
+        'os.mkdir($out)\nwith open(os.path.join($out, "README"), "w") as file:\n'
+        '    file.write("No kernel: this system runs on its host\'s kernel.\\n")\n'
+    ),
+)
+"""An empty kernel package, for systems that run on their host's kernel
+(Guix's ``%dummy-linux-kernel-for-container``)."""
+
+
+@dataclass(frozen=True)
+class OperatingSystem:
+    """A whole system (Guix's ``<operating-system>``).  Sequences are kept
+    as tuples, so that systems compare and hash by value."""
+
+    host_name: str
+    timezone: str = "Etc/UTC"
+    locale: str = "en_US.utf8"
+    kernel: Any = DUMMY_KERNEL
+    """A file-like object: the kernel package."""
+
+    users: Sequence[UserAccount] = ()
+    """User accounts besides root and the base accounts."""
+
+    groups: Sequence[UserGroup] = BASE_GROUPS
+    """Groups; the default is the base groups, as Guix's ``%base-groups``."""
+
+    packages: Sequence[Any] = ()
+    """File-like objects merged into the system profile."""
+
+    file_systems: Sequence[FileSystem] = ()
+    swap_devices: Sequence[str] = ()
+    services: Sequence[Service] = ()
+    essential_services: Sequence[Service] | None = None
+    """When ``None``, computed from the system (Guix's thunked field), see
+    :func:`default_essential_services`."""
+
+    hosts_file: Any = None
+    """A file-like ``/etc/hosts`` replacing the generated one."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "users",
+            "groups",
+            "packages",
+            "file_systems",
+            "swap_devices",
+            "services",
+        ):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.essential_services is not None:
+            object.__setattr__(
+                self, "essential_services", tuple(self.essential_services)
+            )
+
+
+class OperatingSystemFileError(PyguixError):
+    """Report an OS file that does not define an operating system.
+
+    :param file: the file.
+    """
+
+    def __init__(self, file: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.file = file
+
+
+# ---------------------------------------------------------------------------
+# Essential services
+
+
+def locale_directory(locale: str) -> Any:
+    """Return the ``locale`` entry of the system directory.
+
+    XXX: a directory naming the locale, not compiled locale data: builders
+    and services use the host interpreter's C.UTF-8."""
+    return computed_file(
+        "locale",
+        gexp(
+            'os.mkdir($out)\nwith open(os.path.join($out, "LOCALE"), "w") as file:\n'
+            '    file.write($locale + "\\n")\n',
+            locale=locale,
+        ),
+    )
+
+
+def _parameters_file(os_: OperatingSystem) -> Any:
+    """Return the ``parameters`` entry: the boot parameters as JSON (Guix's
+    ``boot-parameters``), which needs a root file system.
+
+    :raises ServiceError: when no file system is mounted on ``/``.
+    """
+    roots = [fs for fs in os_.file_systems if fs.mount_point == "/"]
+    if not roots:
+        raise ServiceError(
+            f"operating system '{os_.host_name}' has no root file system",
+            "add a FileSystem mounted on '/'",
+        )
+    data = {
+        "version": 1,
+        "label": f"pyguix system {os_.host_name}",
+        "root_device": roots[0].device,
+        "locale": os_.locale,
+        "timezone": os_.timezone,
+    }
+    return plain_file("parameters", json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def base_etc_entries(os_: OperatingSystem) -> tuple[tuple[str, Any], ...]:
+    """Return the ``/etc`` entries every system has: ``os-release``,
+    ``timezone``, ``nsswitch.conf``, ``services``, ``shells`` and
+    ``fstab``."""
+    fstab = "".join(
+        f"{fs.device}\t{fs.mount_point}\t{fs.type}\t{fs.options or 'defaults'}\t0\t0\n"
+        for fs in os_.file_systems
+    )
+    return (
+        ("os-release", plain_file("os-release", 'NAME="pyguix system"\nID=pyguix\n')),
+        ("timezone", plain_file("timezone", os_.timezone + "\n")),
+        (
+            "nsswitch.conf",
+            plain_file(
+                "nsswitch.conf",
+                "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"
+                "networks: files\nservices: files\nprotocols: files\n",
+            ),
+        ),
+        ("services", plain_file("services", "http\t80/tcp\nhttp-alt\t8080/tcp\n")),
+        ("shells", plain_file("shells", "/bin/sh\n")),
+        ("fstab", plain_file("fstab", fstab)),
+    )
+
+
+def _accounts(os_: OperatingSystem) -> tuple[UserAccount | UserGroup, ...]:
+    """Return the groups, then root, the base accounts and the users."""
+    return (*os_.groups, ROOT_ACCOUNT, *BASE_USER_ACCOUNTS, *os_.users)
+
+
+def default_essential_services(os_: OperatingSystem) -> tuple[Service, ...]:
+    """Return the services every system needs, computed from ``os_``
+    (Guix's ``operating-system-default-essential-services``).  Order
+    matters: cleanup runs first at boot, then activation, then init."""
+    entries = [
+        ("locale", locale_directory(os_.locale)),
+        ("parameters", _parameters_file(os_)),
+    ]
+    etc = base_etc_entries(os_)
+    if os_.hosts_file is not None:
+        etc = (*etc, ("hosts", os_.hosts_file))
+    services = [
+        service(system_service_type, tuple(entries)),
+        service(kernel_service_type, os_.kernel),
+        service(boot_service_type),
+        service(cleanup_service_type),
+        service(activation_service_type),
+        service(init_service_type),
+        service(account_service_type, _accounts(os_)),
+        service(etc_service_type, etc),
+        service(host_name_service_type, os_.host_name),
+        service(profile_service_type, os_.packages),
+        service(bare_metal_service_type),
+    ]
+    if os_.hosts_file is None:
+        services.append(service(hosts_service_type, local_host_entries(os_.host_name)))
+    return tuple(services)
+
+
+def operating_system_essential_services(os_: OperatingSystem) -> tuple[Service, ...]:
+    """Return the essential services of ``os_``: as given, or computed."""
+    if os_.essential_services is not None:
+        return tuple(os_.essential_services)
+    return default_essential_services(os_)
+
+
+def operating_system_services(os_: OperatingSystem) -> list[Service]:
+    """Return all the services of ``os_``: its own, then the essential ones,
+    then default instances of missing targets (Guix's
+    ``operating-system-services``)."""
+    return instantiate_missing_services(
+        [*os_.services, *operating_system_essential_services(os_)]
+    )
+
+
+# ---------------------------------------------------------------------------
+# Folding towards the roots
+
+
+def _fold(os_: OperatingSystem, root: ServiceType) -> Any:
+    """Return the value of ``root`` once the services of ``os_`` are folded."""
+    return fold_services(operating_system_services(os_), root).value
+
+
+def operating_system_directory(os_: OperatingSystem) -> Any:
+    """Return the system directory of ``os_``, a file-like object."""
+    return _fold(os_, system_service_type)
+
+
+def operating_system_derivation(os_: OperatingSystem) -> MValue[Any]:
+    """Return, monadically, the derivation of the system directory of
+    ``os_`` (Guix's ``operating-system-derivation``)."""
+    return lower_object(operating_system_directory(os_))
+
+
+def operating_system_boot_script(os_: OperatingSystem) -> Any:
+    """Return the ``boot`` program of ``os_``."""
+    return _fold(os_, boot_service_type)
+
+
+def operating_system_activation_script(os_: OperatingSystem) -> Any:
+    """Return the ``activate`` program of ``os_``."""
+    return _fold(os_, activation_service_type)
+
+
+def operating_system_profile(os_: OperatingSystem) -> tuple[Any, ...]:
+    """Return the packages of the system profile of ``os_``."""
+    packages: tuple[Any, ...] = _fold(os_, profile_service_type)
+    return packages
+
+
+def operating_system_init_services(os_: OperatingSystem) -> tuple[InitService, ...]:
+    """Return the init services of ``os_``, in start order."""
+    services: tuple[InitService, ...] = _fold(os_, init_service_type)
+    return services
+
+
+def operating_system_user_accounts(os_: OperatingSystem) -> Accounts:
+    """Return the accounts of ``os_`` and its services, ids allocated."""
+    items = _fold(os_, account_service_type)
+    users = [item for item in items if isinstance(item, UserAccount)]
+    groups = [item for item in items if isinstance(item, UserGroup)]
+    return allocate_accounts(users, groups)
+
+
+def operating_system_boot_file_system_specs(
+    os_: OperatingSystem, store_dir: str
+) -> list[list[Any]]:
+    """Return the specs of the file systems of ``os_`` needed at boot, but
+    ``/`` (what a container script embeds)."""
+    from system.file_systems import file_system_needed_for_boot
+
+    return [
+        file_system_to_spec(fs)
+        for fs in os_.file_systems
+        if file_system_needed_for_boot(fs, store_dir) and fs.mount_point != "/"
+    ]
+
+
+# ---------------------------------------------------------------------------
+# The operating system as a file-like object, and OS files
+
+
+register_compiler(
+    OperatingSystem,
+    Compiler(lambda os_, system: mreturn(operating_system_directory(os_))),
+)
+
+
+def load_operating_system(
+    file: str | os.PathLike[str],
+) -> tuple[OperatingSystem, tuple[Any, ...]]:
+    """Run the OS file ``file`` and return its ``operating_system`` and its
+    ``mappings`` (empty when it defines none).
+
+    :raises OperatingSystemFileError: when ``file`` does not exist or does
+        not define ``operating_system`` as an :class:`OperatingSystem`.
+    """
+    path = os.fspath(file)
+    if not os.path.isfile(path):
+        raise OperatingSystemFileError(
+            path, f"operating system file '{path}' does not exist"
+        )
+    namespace = runpy.run_path(path, run_name="__pyguix_os__")
+    value = namespace.get("operating_system")
+    if not isinstance(value, OperatingSystem):
+        raise OperatingSystemFileError(
+            path,
+            f"operating system file '{path}' does not define 'operating_system'",
+            "assign an OperatingSystem(...) to the variable operating_system",
+        )
+    mappings: Iterable[Any] = namespace.get("mappings", ())
+    return value, tuple(mappings)

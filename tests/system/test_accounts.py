@@ -1,0 +1,69 @@
+"""Tests of account allocation and the passwd, group and shadow files."""
+
+from __future__ import annotations
+
+import pytest
+
+from system.accounts import (
+    BASE_GROUPS,
+    ROOT_ACCOUNT,
+    AccountError,
+    UserAccount,
+    UserGroup,
+    allocate_accounts,
+    group_text,
+    passwd_text,
+    shadow_text,
+)
+
+
+def test_passwd_group_shadow_text() -> None:
+    users = [
+        ROOT_ACCOUNT,
+        UserAccount("alice", comment="Alice", supplementary_groups=("wheel", "audio")),
+        UserAccount("bob", uid=1000, shell="/bin/bash"),
+        UserAccount(
+            "daemon", group="nogroup", system=True, home_directory="/var/empty"
+        ),
+    ]
+    groups = [
+        UserGroup("root", 0),
+        UserGroup("users", 100),
+        UserGroup("wheel", system=True),
+        UserGroup("audio", system=True),
+        UserGroup("nogroup", 65534, system=True),
+    ]
+    accounts = allocate_accounts(users, groups)
+    assert passwd_text(accounts) == (
+        "root:x:0:0:System administrator:/root:/bin/sh\n"
+        "alice:x:1001:100:Alice:/home/alice:/bin/sh\n"
+        "bob:x:1000:100::/home/bob:/bin/bash\n"
+        "daemon:x:999:65534::/var/empty:/bin/sh\n"
+    )
+    assert group_text(accounts) == (
+        "root:x:0:\nusers:x:100:\nwheel:x:999:alice\naudio:x:998:alice\nnogroup:x:65534:\n"
+    )
+    assert shadow_text(accounts).splitlines()[1] == "alice:!:0:0:99999:7:::"
+
+
+def test_first_entry_of_a_name_wins() -> None:
+    accounts = allocate_accounts(
+        [UserAccount("a", uid=1005), UserAccount("a", uid=1006)], BASE_GROUPS
+    )
+    assert [u.uid for u in accounts.users] == [1005]
+
+
+def test_duplicate_id() -> None:
+    with pytest.raises(AccountError, match="user 'b' has id 1000, already used by 'a'"):
+        allocate_accounts(
+            [UserAccount("a", uid=1000), UserAccount("b", uid=1000)], BASE_GROUPS
+        )
+
+
+def test_undeclared_group() -> None:
+    with pytest.raises(
+        AccountError, match="belongs to group 'staff', which is not declared"
+    ):
+        allocate_accounts(
+            [UserAccount("a", supplementary_groups=("staff",))], BASE_GROUPS
+        )
