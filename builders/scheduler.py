@@ -20,7 +20,8 @@ Derivations that depend on a failed one are reported as "dependency failed".
 this one (which opens its own database connection and forks the sandbox in
 turn).  ``unshare(CLONE_NEWUSER)`` fails in a multithreaded process, and a
 fork from one is fragile, so the scheduler starts no thread: it waits on its
-children's pipes with :mod:`selectors`.  A child sends frames of pickled
+children's pipes with :mod:`selectors`, and calls a reporter's optional
+``refresh()`` from there, so a live display needs no thread of its own.  A child sends frames of pickled
 messages (``line``, then ``ok`` or ``failed``) over its pipe::
 
     frame = length:u32be pickle((kind, payload))
@@ -66,6 +67,9 @@ if TYPE_CHECKING:
 __all__ = ["RealiseError", "RealiseResult", "Target", "parse_target", "realise"]
 
 logger = logging.getLogger(__name__)
+
+REFRESH_INTERVAL = 0.25
+"""Seconds between calls of a reporter's ``refresh`` while builds run."""
 
 Target = str | tuple[str, Iterable[str] | None]
 """A derivation path, or a path with the output names wanted (all if
@@ -482,9 +486,18 @@ class _Run:
         self.selector.register(read_end, selectors.EVENT_READ, child)
 
     def _wait(self) -> list[_Child]:
-        """Wait for messages; return the children that ended."""
+        """Wait for messages; return the children that ended.
+
+        A reporter with a ``refresh`` method has it called at least every
+        :data:`REFRESH_INTERVAL` seconds, so a live display can redraw from
+        this thread instead of starting its own.
+        """
+        refresh = getattr(self.reporter, "refresh", None)
         ended: list[_Child] = []
-        for key, _ in self.selector.select():
+        events = self.selector.select(REFRESH_INTERVAL if refresh else None)
+        if refresh is not None:
+            refresh()
+        for key, _ in events:
             child: _Child = key.data
             if self._read(child):
                 continue

@@ -231,3 +231,24 @@ def test_bad_targets_are_reported(store: LocalStore) -> None:
     # Once built, the outputs come from the database; the check still holds.
     with pytest.raises(DerivationError, match="has no output 'lib'"):
         realise(store, [(drv.path, ["lib"])])
+
+
+def test_reporter_refresh_is_called_from_the_scheduler_thread(
+    store: LocalStore,
+) -> None:
+    import threading
+
+    class Refreshing(BuildReporter):
+        def __init__(self) -> None:
+            self.refreshes = 0
+            self.threads: set[int] = set()
+
+        def refresh(self) -> None:
+            self.refreshes += 1
+            self.threads.add(threading.get_ident())
+
+    drv = pydrv(store, "waits", env={"SLEEP": "0.8"})
+    reporter = Refreshing()
+    realise(store, [drv.path], reporter=reporter)
+    assert reporter.refreshes >= 2
+    assert reporter.threads == {threading.get_ident()}
