@@ -68,7 +68,7 @@ from builders.sandbox import (
     SandboxSpec,
     run_sandboxed,
 )
-from derivations.create import read_derivation
+from derivations.create import current_system, read_derivation
 from derivations.derivation import Derivation
 from store.canonical import UnsupportedFileError, canonicalise, remove_tree
 from store.database import PathInfo
@@ -389,11 +389,56 @@ def _execute(
         if drv.builder == "builtin:fetchurl":
             _fetch(store, build)
             return
+        _check_system(drv)
+        _export_references_graphs(store, build, closure)
         result = run_sandboxed(_sandbox_spec(store, build, closure, options), log.write)
     finally:
         log.close()
     if not result.succeeded:
         raise BuildError(_builder_failure(drv, result, log))
+
+
+def _check_system(drv: Derivation) -> None:
+    """Refuse a derivation for another system, as Nix does."""
+    if drv.system != current_system():
+        raise BuildError(
+            BuildFailure(
+                drv.path,
+                "setup",
+                f"it needs a '{drv.system}' machine, but this one is "
+                f"'{current_system()}'",
+                hint="build it on a machine of that system",
+            )
+        )
+
+
+def _export_references_graphs(
+    store: LocalStore, build: _Build, closure: set[str]
+) -> None:
+    """Write the files ``exportReferencesGraph`` asks for into the build directory.
+
+    The variable holds ``FILE PATH`` pairs; FILE gets the closure of PATH,
+    which must be an input, in Nix's registration format (Guix's
+    ``read-reference-graph`` reads it): per item, its path, an empty deriver
+    line, its number of references, then the references, sorted.
+    """
+    words = build.drv.env.get("exportReferencesGraph", "").split()
+    for file, path in zip(words[::2], words[1::2], strict=False):
+        if path not in closure or "/" in file or file in ("", ".", ".."):
+            raise BuildError(
+                BuildFailure(
+                    build.drv.path,
+                    "setup",
+                    f"exportReferencesGraph names '{path}' for '{file}', "
+                    "which is not an input or not a plain file name",
+                )
+            )
+        lines: list[str] = []
+        for item in sorted(store.query_requisites([path])):
+            references = sorted(store.query_references(item))
+            lines += [item, "", str(len(references)), *references]
+        with open(os.path.join(build.build_dir, file), "w") as graph:
+            graph.write("".join(line + "\n" for line in lines))
 
 
 def _sandbox_spec(

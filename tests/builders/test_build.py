@@ -167,7 +167,7 @@ def test_reference_restrictions_are_enforced(store: LocalStore, option: str) -> 
     dep = pydrv(store, "dep", "open(out, 'w').write('dep')")
     build_derivation(store, dep)
     code = "open(out, 'w').write(os.environ['in0'])"
-    restriction = (
+    restriction: dict[str, Any] = (
         {"allowed_references": ["out"]}
         if option == "allowed"
         else {"disallowed_references": [dep.output_path()]}
@@ -356,3 +356,28 @@ def test_builtin_fetchurl_fetches_a_file_url_checked_by_hash(
     error = failure_of(store, wrong)
     assert error.failure.kind == "hash"
     assert Hash("sha256", digest).to_string("base32") in error.message
+
+
+def test_export_references_graph_writes_the_closure(store: LocalStore) -> None:
+    dep = pydrv(store, "dep", "open(out, 'w').write('dep')")
+    mid = pydrv(store, "mid", "open(out, 'w').write(os.environ['in0'])", [dep])
+    build_derivation(store, dep)
+    build_derivation(store, mid)
+    code = "open(out, 'w').write(open('graph').read())"
+    user = pydrv(
+        store, "user", code, [mid], references_graphs=[("graph", mid.output_path())]
+    )
+
+    build_derivation(store, user)
+
+    expected: list[str] = []
+    for item in sorted([dep.output_path(), mid.output_path()]):
+        refs = [dep.output_path()] if item == mid.output_path() else []
+        expected += [item, "", str(len(refs)), *refs]
+    assert Path(user.output_path()).read_text().splitlines() == expected
+
+
+def test_derivation_for_another_system_is_refused(store: LocalStore) -> None:
+    drv = pydrv(store, "alien", "open(out, 'w')", system="riscv64-linux")
+    error = failure_of(store, drv)
+    assert error.failure.kind == "setup" and "'riscv64-linux'" in error.message
