@@ -9,6 +9,11 @@ locks before may have built them, and then nothing is done.  Otherwise it
 reads the input closure (the input sources and the used outputs of the
 input derivations, with everything they refer to), runs the builder, and
 registers every output in one transaction, with the derivation as deriver.
+A derivation for another ``system`` is refused; ``builtin:fetchurl`` runs
+in this process (:mod:`builders.fetchurl`), every other builder in the
+sandbox (:mod:`builders.sandbox`) with the environment of
+:mod:`builders.environment`, after the files ``exportReferencesGraph`` asks
+for are written into the build directory.
 
 **Where outputs are written.** Each build gets a fresh directory in the
 store (a temporary entry recorded in ``adding/``, so a crashed build's is
@@ -38,6 +43,8 @@ valid again, in the same way, and compares the NAR hashes; a differing
 result is kept at ``<output>-check`` (outside the database, as Nix does).
 Fixed-output derivations are not rebuilt: their hash already says whether
 they are what was declared.
+
+TODO: Nix's ``passAsFile``, ``allowedRequisites`` and ``disallowedRequisites``.
 """
 
 from __future__ import annotations
@@ -648,7 +655,6 @@ def _reference_set(drv: Derivation, option: str) -> set[str] | None:
 
 def _check_references(drv: Derivation, outputs: Mapping[str, _Output]) -> None:
     """Enforce ``allowedReferences`` and ``disallowedReferences``."""
-    # TODO: allowedRequisites and disallowedRequisites (closures) too.
     allowed = _reference_set(drv, "allowedReferences")
     disallowed = _reference_set(drv, "disallowedReferences") or set()
     problems = []
