@@ -495,11 +495,21 @@ def namespaces_unavailable_reason() -> str | None:
 
 
 def _probe_child(write_end: int) -> None:
+    """Do what the sandbox does first, and write why it failed, if it did."""
     try:
         flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS
         unshare(flags | CLONE_NEWIPC | CLONE_NEWNET)
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         mount("none", "/tmp", "tmpfs", 0, None)
+        init = os.fork()
+        if init == 0:
+            # A new /proc needs the new PID namespace and a visible host /proc.
+            try:
+                mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            except LinuxError as error:
+                os.write(write_end, str(error).encode())
+            os._exit(0)
+        os.waitpid(init, 0)
     except LinuxError as error:
         os.write(write_end, str(error).encode())
     except BaseException as error:  # noqa: BLE001 - reported to the parent
