@@ -14,7 +14,10 @@ root that holds only:
   random urandom tty``, ``/dev/shm``, a private ``/dev/pts``, the
   ``fd``/``stdin``/``stdout``/``stderr`` links), ``/tmp`` (mode 1777);
 - ``/etc/passwd`` and ``/etc/group`` naming the build user, and, without
-  network, ``/etc/hosts`` for ``localhost``, as Nix writes them.
+  network, ``/etc/hosts`` for ``localhost``, as Nix writes them; with
+  network, the host's ``/etc/resolv.conf``, ``/etc/services`` and
+  ``/etc/hosts`` (those that exist), read-only, as Nix binds them for
+  fixed-output derivations.
 
 The builder runs as :attr:`SandboxSpec.uid` (1000, gid 100, as Nix's
 sandbox) with no capabilities and ``no_new_privs``, in its own session, with
@@ -80,6 +83,10 @@ logger = logging.getLogger(__name__)
 #: Host ids used for builds when pyguix runs as root: this one owns the
 #: sandbox's own files (uid 0 inside), the next ones are build users.
 BUILD_USER_BASE = 30000
+
+
+# Host files a build with network access needs to resolve names.
+_NETWORK_FILES = ("/etc/resolv.conf", "/etc/services", "/etc/hosts")
 
 
 class SandboxError(PyguixError):
@@ -199,6 +206,10 @@ def _plan(spec: SandboxSpec, log_write: int) -> Plan:
         uid_map, gid_map = f"{spec.uid} {host_uid} 1", f"{spec.gid} {host_gid} 1"
 
     mounts = list(spec.mounts)
+    if spec.network:
+        mounts += [
+            BindMount(path, path) for path in _NETWORK_FILES if os.path.exists(path)
+        ]
     mounts.append(BindMount(spec.build_dir, spec.build_dir_target, writable=True))
     for source, target in sorted(spec.writable_dirs.items(), key=lambda item: item[1]):
         mounts.append(BindMount(source, target, writable=True))

@@ -199,6 +199,21 @@ def test_no_network_without_it_and_loopback_is_up(tmp_path: Path) -> None:
         assert log.splitlines()[0] == "connected"
 
 
+@pytest.mark.skipif(
+    not os.path.exists("/etc/resolv.conf"), reason="no /etc/resolv.conf"
+)
+def test_network_builds_get_the_name_service_files(tmp_path: Path) -> None:
+    code = "import os; print(sorted(os.listdir('/etc'))); print(open('/etc/resolv.conf').read(), end='')"
+    result, log = run(tmp_path, code, network=True)
+    assert result.succeeded, log
+    listing, *content = log.splitlines(keepends=True)
+    assert "resolv.conf" in listing and "passwd" in listing
+    assert "".join(content) == Path("/etc/resolv.conf").read_text()
+
+    result, log = run(tmp_path, "import os; print(sorted(os.listdir('/etc')))")
+    assert log.strip() == "['group', 'hosts', 'passwd']"
+
+
 def test_read_only_mount_cannot_be_written_and_writable_dir_can(tmp_path: Path) -> None:
     inputs = tmp_path / "inputs"
     inputs.mkdir()
