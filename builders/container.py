@@ -169,6 +169,8 @@ class Plan:
     writable_root: bool = True
     mount_sys: bool = False
     console: bool = False
+    child_is_pid1: bool = True
+    relayed_signals: tuple[int, ...] = ()
     directories: tuple[tuple[str, int], ...] = (("/tmp", 0o1777),)
     files: tuple[tuple[str, bytes], ...] = ()
     cwd: str = "/"
@@ -505,6 +507,8 @@ def _init_main(plan: Plan, report: int, helper_alive: int) -> NoReturn:
         _send(report, error_message(error))
         os._exit(3)
     _send(report, {"ready": True})
+    if not plan.child_is_pid1:
+        _act_as_init(plan, report)
     _run_payload(plan, report)
 
 
@@ -697,6 +701,24 @@ def _configure(plan: Plan) -> None:
     os.chdir(plan.cwd)
 
 
+def _act_as_init(plan: Plan, report: int) -> NoReturn:
+    """Run the payload as PID 2 and be its init: relay signals, reap orphans.
+
+    Exits with the payload's exit status (128 + signal when killed), which
+    ends the PID namespace and every process left in it.
+    """
+    child = os.fork()
+    if child == 0:
+        _run_payload(plan, report)
+    os.close(report)
+    for signum in plan.relayed_signals:
+        signal.signal(signum, lambda number, _frame: kill_quietly(child, number))
+    while True:
+        pid, status = os.waitpid(-1, 0)
+        if pid == child:
+            os._exit(exit_status(status))
+
+
 def _run_payload(plan: Plan, report: int) -> NoReturn:
     """Run the program or the callable; never return."""
     stdin, stdout, stderr = plan.stdio
@@ -762,6 +784,7 @@ def call_with_container(
     relayed_signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
     writable_root: bool = True,
     loopback: bool = True,
+    child_is_pid1: bool = True,
     process_spawned_hook: Callable[[int], None] | None = None,
 ) -> int:
     """Run ``command`` as PID 1 of a new container and return its exit status.
@@ -790,6 +813,12 @@ def call_with_container(
         PID 1 while it waits (only from the main thread).
     :param writable_root: False remounts the root read-only after setup.
     :param loopback: bring ``lo`` up in a private network namespace.
+    :param child_is_pid1: run ``command`` as PID 1, which must then handle
+        signals and reap orphans itself (an init does; note that PID 1 dies
+        of no signal it has no handler for).  False puts a small init in
+        front, as Guix's ``#:child-is-pid1? #f``: it relays the
+        ``relayed_signals`` to the command, reaps every process and exits
+        with the command's status.
     :param process_spawned_hook: called with the host PID of the
         container's PID 1 once it is ready; :func:`enter_hint` says how to
         enter it.
@@ -811,6 +840,8 @@ def call_with_container(
         writable_root=writable_root,
         mount_sys=True,
         console=True,
+        child_is_pid1=child_is_pid1,
+        relayed_signals=tuple(relayed_signals),
         env=dict(env or {}),
         argv=() if callable(command) else tuple(command),
         function=command if callable(command) else None,

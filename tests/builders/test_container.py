@@ -395,3 +395,34 @@ def test_parallel_containers_from_threads() -> None:
     for thread in threads:
         thread.join()
     assert sorted(statuses) == [0, 1, 2, 3]
+
+
+def test_init_in_front_relays_signals_to_a_program_without_handlers(
+    shares: tuple[Path, Path],
+) -> None:
+    _, shared = shares
+    code = """
+        import os, time
+        open("/shared/pid", "w").write(str(os.getpid()))
+        if os.fork() == 0:
+            os.setsid()  # an orphan-to-be, reaped by the init
+            os._exit(0)
+        time.sleep(30)
+    """
+
+    def terminate_when_ready(pid: int) -> None:
+        deadline = time.monotonic() + 10
+        while not (shared / "pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(pid, signal.SIGTERM)
+
+    start = time.monotonic()
+    status = call_with_container(
+        [*PYTHON_MOUNTS, BindMount(str(shared), "/shared", True)],
+        python(code),
+        child_is_pid1=False,
+        process_spawned_hook=terminate_when_ready,
+    )
+    assert status == 128 + signal.SIGTERM
+    assert (shared / "pid").read_text() == "2"
+    assert time.monotonic() - start < 10
