@@ -181,6 +181,7 @@ _HINTS = {
     ("mount", errno_module.ENODEV): "this kernel does not know the file system "
     "type: check /proc/filesystems",
     ("mount", errno_module.EROFS): "the mount point is below a read-only mount",
+    ("mount", errno_module.EBUSY): "something is mounted there already",
     ("pivot_root", errno_module.EINVAL): "the current root must be a mount "
     "point and not shared; pivot_root cannot run from an initramfs or chroot",
 }
@@ -210,8 +211,13 @@ class LinuxError(PyguixError):
             hint = "a path given to it does not exist"
         if hint is None and errno == errno_module.ENOSYS:
             hint = "this kernel lacks the system call or the namespace kind"
-        if hint is None and needs is not None:
+        if hint is None and needs is not None and needs not in message:
             hint = needs
+        if hint is None and errno in (errno_module.EPERM, errno_module.EACCES):
+            hint = (
+                "run as root, or where user namespaces are allowed; a remount "
+                "inside one must keep the locked flags (nosuid, nodev, noexec)"
+            )
         super().__init__(message, hint)
         self.call = call
         self.arguments = arguments
