@@ -477,6 +477,13 @@ class InitService:
             raise InitServiceError(
                 "", "an init service provides nothing", "give it a provision"
             )
+        for name in self.provision:
+            if not name or "/" in name or "\0" in name or name.strip() != name:
+                raise InitServiceError(
+                    name,
+                    f"'{name}' is not an init service name",
+                    "names are file names of logs: no '/', NUL or surrounding spaces",
+                )
         if not self.command:
             raise InitServiceError(
                 self.name,

@@ -58,6 +58,7 @@ from system.base import (
     system_service_type,
 )
 from system.file_systems import FileSystem, file_system_to_spec
+from system.mounts import file_system_service_type, file_systems_to_mount
 from system.services import (
     Service,
     ServiceError,
@@ -247,6 +248,7 @@ def default_essential_services(os_: OperatingSystem) -> tuple[Service, ...]:
         service(etc_service_type, etc),
         service(host_name_service_type, os_.host_name),
         service(profile_service_type, os_.packages),
+        service(file_system_service_type, file_systems_to_mount(os_.file_systems)),
         service(bare_metal_service_type),
     ]
     if os_.hosts_file is None:

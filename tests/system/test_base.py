@@ -103,6 +103,8 @@ def test_init_service_needs_provision_and_command() -> None:
         InitService((), ("/bin/x",))
     with pytest.raises(InitServiceError, match="init service 'x' has no command"):
         InitService(("x",), ())
+    with pytest.raises(InitServiceError, match="'a/b' is not an init service name"):
+        InitService(("a/b",), ("/bin/x",))
 
 
 def test_init_folds_extensions_in_order() -> None:

@@ -110,6 +110,11 @@ def test_init_services_of_example(example: OperatingSystem) -> None:
         "heartbeat",
         "term-tty1",
         "loopback",
+        "file-system-dev-shm",
+        "file-system-sys-kernel-debug",
+        "file-system-pyguix-store",
+        "file-system-home",
+        "file-system-var-cache",
     }
     assert names.index("loopback") < names.index("httpd")
     assert names.index("log-collector") < names.index("heartbeat")
