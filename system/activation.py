@@ -45,18 +45,23 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def new_system() -> str:
-    """Return the system directory being activated.
+def new_system(program: str | None = None) -> str:
+    """Return the system directory being activated: ``$PYGUIX_NEW_SYSTEM``,
+    else the directory of ``program`` (default ``sys.argv[0]``) when it is
+    a system directory, as when running ``SYSTEM/boot``.
 
-    :raises SystemExit: when ``PYGUIX_NEW_SYSTEM`` is not set.
+    :raises SystemExit: when neither names a system directory.
     """
     system = os.environ.get(NEW_SYSTEM_VARIABLE)
-    if not system:
-        raise SystemExit(
-            f"error: {NEW_SYSTEM_VARIABLE} is not set; "
-            "run the system's boot program as SYSTEM/boot or set it"
-        )
-    return system
+    if system:
+        return system
+    here = os.path.dirname(os.path.abspath(program or sys.argv[0]))
+    if all(os.path.exists(os.path.join(here, entry)) for entry in ("boot", "activate")):
+        return here
+    raise SystemExit(
+        f"error: {NEW_SYSTEM_VARIABLE} is not set; "
+        "run the system's programs as SYSTEM/boot or set it"
+    )
 
 
 def activate_current_system(

@@ -117,11 +117,7 @@ _BOOT_PROLOGUE = """
 # Boot: clean up, activate, then hand over to the init supervisor.
 from system import activation
 
-if not os.environ.get(activation.NEW_SYSTEM_VARIABLE):
-    here = os.path.dirname(os.path.abspath(sys.argv[0]))
-    if not os.path.exists(os.path.join(here, "activate")):
-        raise SystemExit("error: set PYGUIX_NEW_SYSTEM or run SYSTEM/boot")
-    os.environ[activation.NEW_SYSTEM_VARIABLE] = here
+os.environ[activation.NEW_SYSTEM_VARIABLE] = activation.new_system()
 """
 
 

@@ -57,7 +57,11 @@ from system.base import (
     profile_service_type,
     system_service_type,
 )
-from system.file_systems import FileSystem, file_system_to_spec
+from system.file_systems import (
+    FileSystem,
+    file_system_needed_for_boot,
+    file_system_to_spec,
+)
 from system.mounts import file_system_service_type, file_systems_to_mount
 from system.services import (
     Service,
@@ -77,6 +81,7 @@ __all__ = [
     "load_operating_system",
     "locale_directory",
     "operating_system_activation_script",
+    "operating_system_boot_file_system_specs",
     "operating_system_boot_script",
     "operating_system_derivation",
     "operating_system_directory",
@@ -327,8 +332,6 @@ def operating_system_boot_file_system_specs(
 ) -> list[list[Any]]:
     """Return the specs of the file systems of ``os_`` needed at boot, but
     ``/`` (what a container script embeds)."""
-    from system.file_systems import file_system_needed_for_boot
-
     return [
         file_system_to_spec(fs)
         for fs in os_.file_systems

@@ -24,7 +24,20 @@ def test_new_system_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert activation.new_system() == "/store/ccc-system"
     monkeypatch.delenv("PYGUIX_NEW_SYSTEM")
     with pytest.raises(SystemExit, match="PYGUIX_NEW_SYSTEM is not set"):
-        activation.new_system()
+        activation.new_system("/nowhere/boot")
+
+
+def test_new_system_from_program_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYGUIX_NEW_SYSTEM", raising=False)
+    system = tmp_path / "system"
+    system.mkdir()
+    (system / "boot").write_text("")
+    with pytest.raises(SystemExit):
+        activation.new_system(str(system / "boot"))
+    (system / "activate").write_text("")
+    assert activation.new_system(str(system / "boot")) == str(system)
 
 
 def test_snippets_failures_are_survived(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from derivations.derivation import Derivation
-from derivations.file_like import FileUnion, computed_file, plain_file
+from derivations.file_like import DirectoryUnion, FileUnion, computed_file, plain_file
 from derivations.gexp import gexp
 from derivations.lowering import lower_object
 from derivations.monad import run_with_store
@@ -25,13 +25,16 @@ from system.operating_system import (
     OperatingSystem,
     OperatingSystemFileError,
     load_operating_system,
+    operating_system_boot_file_system_specs,
     operating_system_derivation,
     operating_system_directory,
     operating_system_init_services,
+    operating_system_profile,
     operating_system_services,
     operating_system_user_accounts,
 )
-from system.services import ServiceError
+from system.base import profile_service_type
+from system.services import ServiceError, simple_service
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "fixtures" / "os.py"
@@ -124,6 +127,34 @@ def test_services_are_instantiated_once(example: OperatingSystem) -> None:
     kinds = [svc.kind.name for svc in operating_system_services(example)]
     for core in ("system", "boot", "activation", "init", "etc", "accounts", "profile"):
         assert kinds.count(core) == 1, core
+
+
+def test_profile_gathers_packages_of_services(example: OperatingSystem) -> None:
+    extra = plain_file("extra-package", "x")
+    os_ = replace(
+        example,
+        services=(
+            *example.services,
+            simple_service("more", profile_service_type, [extra]),
+        ),
+    )
+    packages = operating_system_profile(os_)
+    assert packages[-1] is extra and len(packages) == len(example.packages) + 1
+    profile = entries(operating_system_directory(os_))["profile"]
+    assert isinstance(profile, DirectoryUnion) and extra in profile.things
+
+
+def test_boot_file_system_specs(example: OperatingSystem) -> None:
+    os_ = replace(
+        example,
+        file_systems=(
+            *example.file_systems,
+            FileSystem("none", "/run/early", "tmpfs", needed_for_boot=True),
+        ),
+    )
+    specs = operating_system_boot_file_system_specs(os_, "/pyguix/store")
+    # "/" is mounted by whoever boots; the store file system is a bind mount.
+    assert [spec[1] for spec in specs] == ["/run/early"]
 
 
 def test_no_root_file_system() -> None:
