@@ -20,6 +20,7 @@ from derivations.lowering import lower_object
 from derivations.monad import run_with_store
 from store.local import LocalStore
 from system.accounts import group_text, passwd_text
+from system.base import profile_service_type
 from system.file_systems import FileSystem
 from system.operating_system import (
     OperatingSystem,
@@ -33,7 +34,6 @@ from system.operating_system import (
     operating_system_services,
     operating_system_user_accounts,
 )
-from system.base import profile_service_type
 from system.services import ServiceError, simple_service
 
 ROOT = Path(__file__).resolve().parents[2]
