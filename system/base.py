@@ -99,6 +99,22 @@ def _append(value: Iterable[Any], extensions: Iterable[Any]) -> tuple[Any, ...]:
     return (*value, *extensions)
 
 
+def _unique_entries(
+    entries: Sequence[tuple[str, Any]], where: str
+) -> tuple[tuple[str, Any], ...]:
+    """Return ``entries``, rejecting a name given twice early, as Guix does
+    for /etc, rather than failing the build of the directory ``where``."""
+    seen: set[str] = set()
+    for name, _ in entries:
+        if name in seen:
+            raise ServiceError(
+                f"duplicate '{name}' entry for {where}",
+                "give each entry once: is a service instantiated twice?",
+            )
+        seen.add(name)
+    return tuple(entries)
+
+
 # ---------------------------------------------------------------------------
 # system and boot
 
@@ -106,7 +122,9 @@ def _append(value: Iterable[Any], extensions: Iterable[Any]) -> tuple[Any, ...]:
 system_service_type = service_type(
     "system",
     compose=_concatenate,
-    extend=lambda entries, extensions: file_union("system", [*entries, *extensions]),
+    extend=lambda entries, more: file_union(
+        "system", _unique_entries([*entries, *more], "the system directory")
+    ),
     default_value=(),
     description="Build the system directory: boot, activate, etc, profile, "
     "locale, kernel and what other services add.",
@@ -201,22 +219,6 @@ activation_service_type = service_type(
 # etc
 
 
-def _check_etc_entries(
-    entries: Sequence[tuple[str, Any]],
-) -> tuple[tuple[str, Any], ...]:
-    """Return ``entries``, rejecting a name given twice early, as Guix does,
-    rather than failing the build of ``etc``."""
-    seen: set[str] = set()
-    for name, _ in entries:
-        if name in seen:
-            raise ServiceError(
-                f"duplicate '{name}' entry for /etc",
-                "give each /etc entry once, or drop one service adding it",
-            )
-        seen.add(name)
-    return tuple(entries)
-
-
 ETC_COPIED = ("hosts",)
 """The ``/etc`` entries copied at activation rather than linked."""
 
@@ -243,7 +245,7 @@ etc_service_type = service_type(
         ),
     ],
     compose=_concatenate,
-    extend=lambda entries, more: _check_etc_entries([*entries, *more]),
+    extend=lambda entries, more: _unique_entries([*entries, *more], "/etc"),
     default_value=(),
     description="Populate /etc with links into the store's etc directory.",
 )

@@ -20,9 +20,15 @@ from derivations.lowering import lower_object
 from derivations.monad import run_with_store
 from store.local import LocalStore
 from system.accounts import group_text, passwd_text
-from system.base import profile_service_type
+from system.base import (
+    etc_service_type,
+    host_name_service_type,
+    kernel_service_type,
+    profile_service_type,
+)
 from system.file_systems import FileSystem
 from system.operating_system import (
+    DUMMY_KERNEL,
     OperatingSystem,
     OperatingSystemFileError,
     load_operating_system,
@@ -34,7 +40,12 @@ from system.operating_system import (
     operating_system_services,
     operating_system_user_accounts,
 )
-from system.services import ServiceError, simple_service
+from system.services import (
+    AmbiguousTargetServiceError,
+    ServiceError,
+    service,
+    simple_service,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "fixtures" / "os.py"
@@ -278,3 +289,34 @@ def test_build_example_system_directory(
     init_spec = pytest.importorskip("system.init_spec")
     parsed = init_spec.load_spec(str(system / "services.json"))
     assert [s.name for s in parsed.services] == names
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        pytest.param(
+            service(host_name_service_type, "again"),
+            "duplicate 'hostname' entry for /etc",
+            id="second-host-name",
+        ),
+        pytest.param(
+            service(kernel_service_type, DUMMY_KERNEL),
+            "duplicate 'kernel' entry for the system directory",
+            id="second-kernel",
+        ),
+    ],
+)
+def test_duplicate_instances_of_unextended_types(
+    example: OperatingSystem, extra: Any, message: str
+) -> None:
+    os_ = replace(example, services=(*example.services, extra))
+    with pytest.raises(ServiceError, match=message):
+        operating_system_directory(os_)
+
+
+def test_duplicate_instance_of_an_extended_type(example: OperatingSystem) -> None:
+    os_ = replace(example, services=(*example.services, service(etc_service_type)))
+    with pytest.raises(
+        AmbiguousTargetServiceError, match="more than one target service of type 'etc'"
+    ):
+        operating_system_directory(os_)
