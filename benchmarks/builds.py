@@ -10,9 +10,10 @@ into its output (so references are scanned and recorded):
   store is a chroot store in a temporary directory;
 * Nix 2.8, when installed: ``/bin/sh -c 'echo $deps > $out'`` through
   ``builtins.derivation``, instantiated then ``nix-store --realise``d (into
-  the real /nix/store; a random salt makes every run's derivations new).
-  Note: Nix's sandbox is off on this machine, so Nix runs builders without
-  namespaces, while pyguix always sandboxes.
+  the real /nix/store; a random salt makes every run's derivations new),
+  once without its sandbox (this machine's setting) and once with it (the
+  host's ``/bin``, ``/lib``, ``/lib64`` and ``/usr`` bound in, for the
+  shell), to compare sandbox with sandbox.
 
 Measured, for each size: the cold build of every derivation (per
 derivation), the mean build time per layer (how the cost grows with the
@@ -189,14 +190,22 @@ def nix_expression(layers: Layers, salt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def nix_side(layers: Layers, salt: str, jobs: int) -> dict[str, float] | None:
+SANDBOX_OPTIONS = ["--option", "sandbox", "true",
+                   "--option", "extra-sandbox-paths", "/bin /lib /lib64 /usr"]  # fmt: skip
+"""Nix's sandbox, with the host's /bin/sh and its libraries inside."""
+
+
+def nix_side(
+    layers: Layers, salt: str, jobs: int, sandbox: bool
+) -> dict[str, float] | None:
     if shutil.which("nix-store") is None:
         print("  nix-store: not installed, skipped")
         return None
     figures: dict[str, float] = {}
+    label = "sandbox" if sandbox else "no sandbox"
     with tempfile.TemporaryDirectory() as temp:
         expression = Path(temp, "dag.nix")
-        expression.write_text(nix_expression(layers, salt))
+        expression.write_text(nix_expression(layers, salt + label))
         drvs = subprocess.run(
             ["nix-instantiate", str(expression)],
             check=True,
@@ -205,30 +214,38 @@ def nix_side(layers: Layers, salt: str, jobs: int) -> dict[str, float] | None:
         ).stdout.split()
         realise_command = [
             "nix-store", "--realise", "--quiet", "-j", str(jobs),
-            "--option", "substituters", "", *drvs,
+            "--option", "substituters", "",
+            *(SANDBOX_OPTIONS if sandbox else ["--option", "sandbox", "false"]),
+            *drvs,
         ]  # fmt: skip
         run = lambda: subprocess.run(  # noqa: E731
             realise_command, check=True, capture_output=True
         )
-        _, figures["cold"] = timed(f"nix-store --realise, cold, -j{jobs}", run)
-        _, figures["noop"] = timed("nix-store --realise, no-op", run)
+        _, figures["cold"] = timed(f"nix-store --realise, cold, {label}, -j{jobs}", run)
+        _, figures["noop"] = timed(f"nix-store --realise, no-op, {label}", run)
     return figures
 
 
-def report(size: int, ours: dict[str, float], nix: dict[str, float] | None) -> None:
+def report(
+    size: int, ours: dict[str, float], nix: dict[str, dict[str, float]] | None
+) -> None:
     per = {key: value / size * 1e3 for key, value in ours.items() if "layer" not in key}
     print(
         f"  pyguix: cold {per['cold']:.1f} ms/derivation; first layer "
         f"{ours['first layer']:.0f} ms, last layer {ours['last layer']:.0f} ms per build"
     )
-    if nix is None:
-        return
-    print(f"  nix:    cold {nix['cold'] / size * 1e3:.1f} ms/derivation (no sandbox)")
-    print(f"  ratio cold pyguix/nix             {ours['cold'] / nix['cold']:6.2f}")
-    print(f"  ratio no-op pyguix (process)/nix  {ours['noop'] / nix['noop']:6.2f}")
-    print(
-        f"  ratio no-op pyguix build/nix      {ours['noop command'] / nix['noop']:6.2f}"
-    )
+    for label, figures in (nix or {}).items():
+        print(f"  nix ({label}): cold {figures['cold'] / size * 1e3:.1f} ms/derivation")
+        print(
+            f"    ratio cold pyguix/nix             {ours['cold'] / figures['cold']:6.2f}"
+        )
+        print(
+            f"    ratio no-op pyguix (process)/nix  {ours['noop'] / figures['noop']:6.2f}"
+        )
+        print(
+            "    ratio no-op pyguix build/nix      "
+            f"{ours['noop command'] / figures['noop']:6.2f}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -250,7 +267,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         salt = secrets.token_hex(4)
         print(f"{total} derivations: {len(layers)} layers of {width}, fan-in {FANIN}")
         ours = pyguix_side(layers, salt, options.jobs)
-        nix = None if options.no_nix else nix_side(layers, salt, options.jobs)
+        nix = {}
+        for sandbox in (False, True):
+            if not options.no_nix:
+                figures = nix_side(layers, salt, options.jobs, sandbox)
+                if figures is not None:
+                    nix["sandbox" if sandbox else "no sandbox"] = figures
         report(total, ours, nix)
 
 
