@@ -1,50 +1,39 @@
 """The core service types every operating system is made of.
 
-Mirrors the core of Guix's ``gnu/services.scm`` and the root of
-``gnu/services/shepherd.scm``, with Python programs where Guix has Scheme
-ones.  The graph, from the leaves to the root::
+Mirrors the core of Guix's ``gnu/services.scm``, with Python programs
+where Guix has Scheme ones; the init service type, Guix's
+``shepherd-root-service-type``, is in :mod:`system.init_services`.  The
+graph, from the leaves to the root::
 
     cleanup ----------------------------.
     activation <- etc, accounts,        +--> boot --.
                   host-name, bare-metal |           |
-    init (<- user services) ------------'           +--> system
+    init (<- the services it runs) -----'           +--> system
     etc <- hosts, host-name                         |
     profile, kernel, activation, etc, init ---------'
 
 * ``system`` (the root): its value is a list of ``(name, file-like)``
   entries; extended, it is ``file_union("system", entries)``, the system
-  directory.
+  directory.  An entry given twice is an error, as for ``etc``.
 * ``boot``: Python snippets (gexps) run in order by the ``boot`` program:
   cleanup, activation, then the init supervisor replaces the process.
 * ``activation``: ``(name, gexp)`` snippets; the ``activate`` program points
   ``/run/current-system`` at ``$PYGUIX_NEW_SYSTEM`` atomically, then runs
   each snippet, logging and surviving failures.
-* ``etc``: ``(name, file-like)`` entries, duplicates rejected; the ``etc``
-  entry of the system, linked into ``/etc`` at activation (``hosts``
-  copied).
+* ``etc``: ``(name, file-like)`` entries; the ``etc`` entry of the system,
+  linked into ``/etc`` at activation (``hosts`` copied).
 * ``accounts``: users and groups; activation writes ``/etc/passwd``,
   ``/etc/group`` and ``/etc/shadow`` and creates the homes.
-* ``hosts``, ``host-name``, ``profile`` (a union of the packages),
-  ``kernel`` and ``init``: the services the supervisor runs, written to
-  ``services.json`` in the system directory.
-
-``services.json`` grammar (the input of :mod:`system.init`)::
-
-    {"services": [{"name": STR, "provision": [STR...],
-                   "requirement": [STR...], "command": [STR...],
-                   "one_shot": BOOL, "respawn": BOOL,
-                   "environment": {STR: STR}, "log_file": STR,
-                   "stop_signal": "SIGTERM", "user": STR (optional)}]}
-
-listed in a dependency order (each service after those it requires).
+* ``hosts`` (``/etc/hosts``), ``host-name`` (``/etc/hostname`` and the host
+  name set at activation), ``profile`` (a union of the packages, the
+  ``profile`` entry), ``kernel`` (the ``kernel`` entry) and ``bare-metal``
+  (what only a machine of its own needs).
 """
 
 from __future__ import annotations
 
-import graphlib
-import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from derivations.file_like import (
@@ -67,8 +56,6 @@ from system.services import ServiceError, service_extension, service_type
 
 __all__ = [
     "HostEntry",
-    "InitService",
-    "InitServiceError",
     "account_service_type",
     "activation_service_type",
     "bare_metal_service_type",
@@ -77,14 +64,9 @@ __all__ = [
     "etc_service_type",
     "host_name_service_type",
     "hosts_service_type",
-    "init_service_type",
-    "init_program",
-    "init_spec",
-    "init_start_order",
     "kernel_service_type",
     "local_host_entries",
     "profile_service_type",
-    "spec_data",
     "system_service_type",
 ]
 
@@ -412,252 +394,4 @@ bare_metal_service_type = service_type(
     default_value=None,
     description="Prepare what only a machine of its own needs (Guix's "
     "%linux-bare-metal-service); containers drop it.",
-)
-
-
-# ---------------------------------------------------------------------------
-# init
-
-
-class InitServiceError(ServiceError):
-    """Report an inconsistent set of init services.
-
-    :param name: the service (provision) at fault.
-    """
-
-    def __init__(self, name: str, message: str, hint: str) -> None:
-        super().__init__(message, hint)
-        self.name = name
-
-
-@dataclass(frozen=True)
-class InitService:
-    """A process the init supervisor runs (Guix's ``shepherd-service``)."""
-
-    provision: tuple[str, ...]
-    """What it provides; the first is its name."""
-
-    command: tuple[Any, ...]
-    """Its argv: strings and file-like objects (their store paths)."""
-
-    requirement: tuple[str, ...] = ()
-    """What must have started before it."""
-
-    one_shot: bool = False
-    """Whether it runs once to completion instead of staying up."""
-
-    respawn: bool = False
-    """Whether to restart it when it exits."""
-
-    environment: tuple[tuple[str, Any], ...] = ()
-    """Its environment variables, as pairs (a mapping is accepted too)."""
-
-    log_file: str | None = None
-    """Where its output goes, ``/var/log/NAME.log`` by default."""
-
-    stop_signal: str = "SIGTERM"
-    """The signal that stops it."""
-
-    user: str | None = None
-    """The user it runs as, root by default."""
-
-    documentation: str = field(default="", compare=False)
-
-    def __post_init__(self) -> None:
-        environment: Any = self.environment
-        if isinstance(environment, Mapping):
-            environment = sorted(environment.items())
-        object.__setattr__(self, "environment", tuple(tuple(kv) for kv in environment))
-        object.__setattr__(self, "provision", tuple(self.provision))
-        object.__setattr__(self, "requirement", tuple(self.requirement))
-        object.__setattr__(self, "command", tuple(self.command))
-        if not self.provision:
-            raise InitServiceError(
-                "", "an init service provides nothing", "give it a provision"
-            )
-        for name in self.provision:
-            if not name or "/" in name or "\0" in name or name.strip() != name:
-                raise InitServiceError(
-                    name,
-                    f"'{name}' is not an init service name",
-                    "names are file names of logs: no '/', NUL or surrounding spaces",
-                )
-        if not self.command:
-            raise InitServiceError(
-                self.name,
-                f"init service '{self.name}' has no command",
-                "give it an argv",
-            )
-
-    @property
-    def name(self) -> str:
-        """Return its name, the first thing it provides."""
-        return self.provision[0]
-
-    @property
-    def log(self) -> str:
-        """Return its log file."""
-        return self.log_file or f"/var/log/{self.name}.log"
-
-
-def init_start_order(services: Iterable[InitService]) -> list[InitService]:
-    """Return ``services`` with each one after those it requires, keeping
-    the given order otherwise.
-
-    :raises InitServiceError: when a name is provided twice, a requirement
-        is provided by no service, or services require each other.
-    """
-    items = list(services)
-    provider: dict[str, InitService] = {}
-    for svc in items:
-        for name in svc.provision:
-            if name in provider:
-                raise InitServiceError(
-                    name,
-                    f"service '{name}' provided more than once",
-                    "give each init service its own provision",
-                )
-            provider[name] = svc
-    sorter: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
-    for index, svc in enumerate(items):
-        sorter.add(index)
-        for requirement in svc.requirement:
-            if requirement not in provider:
-                raise InitServiceError(
-                    svc.name,
-                    f"service '{svc.name}' requires '{requirement}', "
-                    "which is not provided by any service",
-                    "add the service providing it, or drop the requirement",
-                )
-            sorter.add(index, items.index(provider[requirement]))
-    return [items[index] for index in _stable_order(sorter, items)]
-
-
-def _stable_order(
-    sorter: graphlib.TopologicalSorter[int], items: Sequence[InitService]
-) -> list[int]:
-    """Return a topological order of indices, smallest ready index first."""
-    try:
-        sorter.prepare()
-    except graphlib.CycleError as error:
-        cycle = [items[index].name for index in error.args[1]]
-        raise InitServiceError(
-            cycle[0],
-            "init services require each other: " + " -> ".join(f"'{n}'" for n in cycle),
-            "break the cycle of requirements",
-        ) from None
-    order: list[int] = []
-    while sorter.is_active():
-        ready = sorted(sorter.get_ready())
-        for index in ready:
-            order.append(index)
-            sorter.done(index)
-    return order
-
-
-_SPEC_FIELDS = (
-    "name",
-    "provision",
-    "requirement",
-    "command",
-    "one_shot",
-    "respawn",
-    "environment",
-    "log_file",
-    "stop_signal",
-    "user",
-)
-
-_SPEC_WRITER = """
-import json
-
-fields = $fields
-services = []
-for row in $rows:
-    entry = dict(zip(fields, row))
-    entry["environment"] = dict(entry["environment"])
-    if entry["user"] is None:
-        del entry["user"]
-    services.append(entry)
-with open($out, "w", encoding="utf-8") as file:
-    json.dump({"services": services}, file, indent=2, sort_keys=True)
-    file.write("\\n")
-"""
-
-
-def _spec_row(svc: InitService) -> list[Any]:
-    """Return ``svc`` as the row the spec writer turns into JSON."""
-    return [
-        svc.name,
-        list(svc.provision),
-        list(svc.requirement),
-        list(svc.command),
-        svc.one_shot,
-        svc.respawn,
-        [[key, value] for key, value in svc.environment],
-        svc.log,
-        svc.stop_signal,
-        svc.user,
-    ]
-
-
-def init_spec(services: Iterable[InitService]) -> Any:
-    """Return the ``services.json`` file of ``services``, in start order
-    (see the module grammar); file-like objects in commands and
-    environments become their store paths."""
-    rows = [_spec_row(svc) for svc in init_start_order(services)]
-    return computed_file(
-        "services.json", gexp(_SPEC_WRITER, fields=list(_SPEC_FIELDS), rows=rows)
-    )
-
-
-def spec_data(services: Iterable[InitService]) -> dict[str, Any]:
-    """Return the JSON data of ``services`` when no command or environment
-    holds a file-like object (for inspection and tests)."""
-    rows = [_spec_row(svc) for svc in init_start_order(services)]
-    entries = []
-    for row in rows:
-        entry = dict(zip(_SPEC_FIELDS, row, strict=True))
-        entry["environment"] = dict(entry["environment"])
-        if entry["user"] is None:
-            del entry["user"]
-        entries.append(entry)
-    data: dict[str, Any] = json.loads(json.dumps({"services": entries}))
-    return data
-
-
-_INIT_PROGRAM = with_imported_modules(
-    ["system.init"],
-    gexp("from system import init\n\nraise SystemExit(init.main(sys.argv[1:]))\n"),
-)
-
-
-def init_program() -> Any:
-    """Return the init supervisor's program, ``init --spec FILE``."""
-    return program_file("init", _INIT_PROGRAM)
-
-
-def _init_boot_snippet(services: Sequence[InitService]) -> Gexp:
-    """Return the boot snippet replacing the boot process with the init."""
-    return gexp(
-        "from system import activation\nactivation.exec_init($init, $spec)\n",
-        init=init_program(),
-        spec=init_spec(services),
-    )
-
-
-init_service_type = service_type(
-    "init",
-    [
-        service_extension(
-            system_service_type,
-            lambda services: [("services.json", init_spec(services))],
-        ),
-        service_extension(boot_service_type, _init_boot_snippet),
-    ],
-    compose=_concatenate,
-    extend=lambda value, more: tuple(init_start_order([*value, *more])),
-    default_value=(),
-    description="Run the init supervisor as PID 1, with the services that "
-    "extend this one (Guix's shepherd-root-service-type).",
 )

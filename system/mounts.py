@@ -22,8 +22,8 @@ from typing import Any
 
 from derivations.file_like import program_file
 from derivations.gexp import gexp
-from system.base import InitService, init_service_type
 from system.file_systems import FileSystem, file_system_to_spec, is_bind_mount
+from system.init_services import InitService, init_service_type
 from system.services import service_extension, service_type
 
 __all__ = [

@@ -42,7 +42,6 @@ from system.accounts import (
     allocate_accounts,
 )
 from system.base import (
-    InitService,
     account_service_type,
     activation_service_type,
     bare_metal_service_type,
@@ -51,7 +50,6 @@ from system.base import (
     etc_service_type,
     host_name_service_type,
     hosts_service_type,
-    init_service_type,
     kernel_service_type,
     local_host_entries,
     profile_service_type,
@@ -62,6 +60,7 @@ from system.file_systems import (
     file_system_needed_for_boot,
     file_system_to_spec,
 )
+from system.init_services import InitService, init_service_type
 from system.mounts import file_system_service_type, file_systems_to_mount
 from system.services import (
     Service,

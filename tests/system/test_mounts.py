@@ -13,8 +13,8 @@ import pytest
 
 from derivations.file_like import ProgramFile
 from derivations.gexp import expand_gexp
-from system.base import init_service_type
 from system.file_systems import FileSystem, file_system_to_spec
+from system.init_services import init_service_type
 from system.mounts import (
     file_system_service_type,
     file_systems_to_mount,
