@@ -86,9 +86,15 @@ def user_namespaces_work() -> bool:
     return probe.returncode == 0
 
 
+def shm_usable() -> bool:
+    if not os.access("/dev/shm", os.W_OK):
+        return False
+    return not os.statvfs("/dev/shm").f_flag & os.ST_NOEXEC
+
+
 pytestmark = pytest.mark.skipif(
-    not user_namespaces_work() or not os.access("/dev/shm", os.W_OK),
-    reason="needs unshare, user namespaces and a writable /dev/shm",
+    not user_namespaces_work() or not shm_usable(),
+    reason="needs unshare, user namespaces and a writable, executable /dev/shm",
 )
 
 
