@@ -208,14 +208,14 @@ def realise(
     interpreter_paths()  # once here, not once per child
     run = _Run(store, options, jobs, keep_going, reporter)
     graph = _missing_graph(store, list(outputs))
+    # Checked: every target with --check, those built now with --rounds.
+    checked = [p for p in outputs if check or (rounds > 1 and p in graph)]
     if reporter is not None:
-        reporter.plan(sorted(graph.nodes))
+        reporter.plan(sorted(set(graph.nodes) | set(checked)))
     try:
         run.build_graph(graph)
-        if run.ok() and (check or rounds > 1):
-            todo_rounds = rounds if check else rounds - 1
-            built = set(run.built)
-            run.check_targets([p for p in outputs if check or p in built], todo_rounds)
+        if run.ok() and checked:
+            run.check_targets(checked, rounds if check else rounds - 1)
     finally:
         run.stop_children()
         if reporter is not None:
