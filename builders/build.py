@@ -377,6 +377,9 @@ def _run(
         except PyguixError as error:
             failure = BuildFailure(drv.path, "setup", error.message, hint=error.hint)
             raise _failed(build, failure, options) from None
+        except BaseException:
+            remove_tree(build_dir)
+            raise
         else:
             remove_tree(build_dir)
         yield build
