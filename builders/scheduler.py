@@ -111,14 +111,15 @@ class RealiseError(PyguixError):
     def __init__(self, result: RealiseResult) -> None:
         from builders.build import BuildError
 
-        own = {d: f for d, f in result.failed.items() if f.kind != "dependency"}
-        if len(own) == 1 and len(result.failed) == 1:
-            only = BuildError(next(iter(own.values())))
-            super().__init__(only.message, only.hint)
+        own = [BuildError(f) for f in result.failed.values() if f.kind != "dependency"]
+        if len(own) == 1:
+            message, hint = own[0].message, own[0].hint
         else:
-            super().__init__(_summary(result), _summary_hint(own))
+            message = f"{len(own)} builds failed:\n" + "\n".join(e.message for e in own)
+            hint = "see each log with 'pyguix log DRV'; --keep-going builds what it can"
+        super().__init__(message + _consequences(result), hint)
         self.result = result
-        self.exit_status = 100 + _status_bits(own.values())
+        self.exit_status = 100 + _status_bits(e.failure for e in own)
 
 
 def _status_bits(failures: Iterable[BuildFailure]) -> int:
@@ -128,20 +129,19 @@ def _status_bits(failures: Iterable[BuildFailure]) -> int:
     return bits
 
 
-def _summary(result: RealiseResult) -> str:
-    lines = [f"{len(result.failed)} derivation(s) failed:"]
-    for drv_path in sorted(result.failed):
-        lines.append(f"  {drv_path}: {result.failed[drv_path].reason}")
-    for drv_path in result.not_started:
-        lines.append(f"  {drv_path}: not built (stopped after a failure)")
-    return "\n".join(lines)
-
-
-def _summary_hint(own: Mapping[str, BuildFailure]) -> str | None:
-    logs = [f.log_path for f in own.values() if f.log_path]
-    if logs:
-        return "see the logs with 'pyguix log DRV'; --keep-going builds what it can"
-    return None
+def _consequences(result: RealiseResult) -> str:
+    """List what was not built because of the failures, one per line."""
+    lines = [
+        f"\n  {drv_path}: {failure.reason}"
+        for drv_path, failure in sorted(result.failed.items())
+        if failure.kind == "dependency"
+    ]
+    lines += [
+        f"\n  {p}: not built (stopped after a failure)" for p in result.not_started
+    ]
+    if not lines:
+        return ""
+    return f"\nnot built because of that ({len(lines)}):" + "".join(lines)
 
 
 def parse_target(text: str) -> tuple[str, tuple[str, ...] | None]:
