@@ -4,6 +4,7 @@ file of objects, roots, dry runs, failures, and two processes at once."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -193,3 +194,20 @@ def test_two_processes_build_each_derivation_once(pyguix: Pyguix) -> None:
     stderr = "".join(err for _, err in results).splitlines()
     for drv in (a, b, c, top):
         assert stderr.count(f"built {drv.path}") == 1, stderr
+
+
+def test_keep_failed_says_where_the_build_directory_is(
+    pyguix: Pyguix, objects: str
+) -> None:
+    process = pyguix.run("build", "-K", "-f", objects, "broken")
+
+    assert process.returncode == 100
+    line = next(
+        line
+        for line in process.stderr.splitlines()
+        if "keeping build directory" in line
+    )
+    kept = line.split("'")[1]
+    assert os.path.isdir(kept) and f"was kept at '{kept}'" in process.stderr
+    assert os.path.basename(kept).startswith("pyguix-build-broken.drv-")
+    shutil.rmtree(kept)
