@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import textwrap
 import time
@@ -154,6 +155,8 @@ def test_keep_failed_keeps_build_directory_and_partial_output(
     assert kept is not None and kept in (error.hint or "")
     assert Path(kept, "note").read_text() == "here"
     assert Path(kept + ".out").read_text() == "half"
+    shutil.rmtree(kept)
+    os.unlink(kept + ".out")
 
 
 def test_missing_output_fails(store: LocalStore) -> None:
