@@ -1,4 +1,4 @@
-"""Realise derivations: build what is missing, in parallel, in child processes.
+"""Realise derivations: build what is missing, in parallel, in worker processes.
 
 Spec: issue 5, item 1; Nix's ``Worker`` (``libstore/build/worker.cc``) and
 ``nix-store --realise``, Guix's ``build-things``.
@@ -16,17 +16,22 @@ first failure stops new builds, but running ones finish; with
 ``keep_going`` everything that does not depend on a failure is built.
 Derivations that depend on a failed one are reported as "dependency failed".
 
-**Processes, not threads.** Each build runs in a child process forked from
-this one (which opens its own database connection and forks the sandbox in
-turn).  ``unshare(CLONE_NEWUSER)`` fails in a multithreaded process, and a
-fork from one is fragile, so the scheduler starts no thread: it waits on its
-children's pipes with :mod:`selectors`, and calls a reporter's optional
-``refresh()`` from there, so a live display needs no thread of its own.  A child sends frames of pickled
-messages (``line``, then ``ok`` or ``failed``) over its pipe::
+**Processes, not threads.** Builds run in up to ``jobs`` worker processes
+forked from this one when first needed; each opens its own database
+connection, runs one job at a time (forking the sandbox in turn) and lives
+until the realise ends, so a build costs no fork of this process.
+``unshare(CLONE_NEWUSER)`` fails in a multithreaded process, and a fork
+from one is fragile, so the scheduler starts no thread: it waits on the
+workers' pipes with :mod:`selectors`, and calls a reporter's optional
+``refresh()`` from there, so a live display needs no thread of its own.
+Jobs and replies travel as frames of pickled messages (a ``job``; then
+``line`` messages, and ``ok`` or ``failed``)::
 
     frame = length:u32be pickle((kind, payload))
 
-**Concurrency between processes.** A child takes the output locks before
+A worker that dies fails its job; the next job of its slot forks a new one.
+
+**Concurrency between processes.** A worker takes the output locks before
 building and looks at validity again once it holds them, so two processes
 realising the same graph build each derivation once: the second waits, then
 finds the outputs valid.
@@ -297,16 +302,27 @@ def _missing_graph(store: LocalStore, roots: list[str]) -> nx.DiGraph:
 
 
 @dataclass
-class _Child:
-    """A running child process and what it is doing."""
+class _Job:
+    """One build or check given to a worker, and how it ended."""
 
-    pid: int
-    fd: int
     drv_path: str
     slot: int
     start: float
-    buffer: bytearray = field(default_factory=bytearray)
     outcome: tuple[str, Any] | None = None
+
+
+@dataclass
+class _Worker:
+    """A forked worker process: it runs one job at a time, sent over a pipe."""
+
+    pid: int
+    requests: int
+    """The write end of the pipe the worker reads its jobs from."""
+    replies: int
+    """The read end of the pipe the worker writes lines and outcomes to."""
+    slot: int
+    buffer: bytearray = field(default_factory=bytearray)
+    job: _Job | None = None
 
 
 class _Run:
@@ -330,8 +346,10 @@ class _Run:
         self.failed: dict[str, BuildFailure] = {}
         self.not_started: set[str] = set()
         self.selector = selectors.DefaultSelector()
-        self.children: dict[int, _Child] = {}
-        self.free_slots = list(range(self.jobs))
+        self.workers: dict[int, _Worker] = {}
+        """Workers by slot, started when first needed."""
+        self.children: dict[int, _Job] = {}
+        """Running jobs by slot."""
 
     def ok(self) -> bool:
         return not self.failed and not self.not_started
@@ -384,22 +402,7 @@ class _Run:
                         self.not_started.update(pending)
                         pending = []
 
-    def stop_children(self) -> None:
-        """Interrupt the builds still running (after an exception) and reap them.
-
-        A child interrupted by SIGINT kills its sandbox and removes its
-        temporary outputs before it exits.
-        """
-        for child in list(self.children.values()):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGINT)
-        for child in list(self.children.values()):
-            os.waitpid(child.pid, 0)
-            os.close(child.fd)
-        self.children.clear()
-        self.selector.close()
-
-    def _succeeded(self, child: _Child) -> None:
+    def _succeeded(self, child: _Job) -> None:
         from builders.build import BuildResult, CheckOutcome
 
         assert child.outcome is not None
@@ -425,7 +428,7 @@ class _Run:
                 child.drv_path, True, time.monotonic() - child.start
             )
 
-    def _failed(self, child: _Child) -> None:
+    def _failed(self, child: _Job) -> None:
         failure = self.failed[child.drv_path] = _failure_of(child)
         if self.reporter is not None:
             if failure.kept:
@@ -436,7 +439,7 @@ class _Run:
     def _fail_with_dependents(
         self,
         graph: nx.DiGraph,
-        child: _Child,
+        child: _Job,
         waiting: dict[str, set[str]],
         ready: list[str],
     ) -> None:
@@ -454,13 +457,14 @@ class _Run:
                     f"dependency failed: '{child.drv_path}'",
                 )
 
-    # -- Children ---------------------------------------------------------------
+    # -- Workers ----------------------------------------------------------------
 
     def _start(self, drv_path: str, drv: Derivation, rounds: int) -> None:
-        """Fork a child that builds (``rounds`` = 0) or checks ``drv``."""
+        """Give an idle worker ``drv`` to build (``rounds`` = 0) or check."""
         from builders.build import BuildOptions
 
-        slot = self.free_slots.pop(0)
+        slot = min(set(range(self.jobs)) - set(self.children))
+        worker = self.workers.get(slot) or self._spawn(slot)
         options = BuildOptions(
             self.options.cores,
             self.options.timeout,
@@ -470,72 +474,112 @@ class _Run:
         )
         if self.reporter is not None:
             self.reporter.build_started(drv_path, drv.name)
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        worker.job = self.children[slot] = _Job(drv_path, slot, time.monotonic())
+        # A worker that died is reaped at the end of its replies, failing the job.
+        with contextlib.suppress(BrokenPipeError):
+            _send(worker.requests, "job", (drv, options, rounds))
+
+    def _spawn(self, slot: int) -> _Worker:
+        """Fork the worker of ``slot``; this process must have no thread."""
+        requests_read, requests_write = os.pipe2(os.O_CLOEXEC)
+        replies_read, replies_write = os.pipe2(os.O_CLOEXEC)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            os.close(read_end)
-            _child_main(
-                self.store, drv, options, rounds, write_end, self.reporter is not None
+            for worker in self.workers.values():
+                os.close(worker.requests)
+                os.close(worker.replies)
+            os.close(requests_write)
+            os.close(replies_read)
+            _worker_main(
+                self.store, requests_read, replies_write, self.reporter is not None
             )
-        os.close(write_end)
-        os.set_blocking(read_end, False)
-        child = _Child(pid, read_end, drv_path, slot, time.monotonic())
-        self.children[read_end] = child
-        self.selector.register(read_end, selectors.EVENT_READ, child)
+        os.close(requests_read)
+        os.close(replies_write)
+        os.set_blocking(replies_read, False)
+        worker = self.workers[slot] = _Worker(pid, requests_write, replies_read, slot)
+        self.selector.register(replies_read, selectors.EVENT_READ, worker)
+        return worker
 
-    def _wait(self) -> list[_Child]:
-        """Wait for messages; return the children that ended.
+    def _wait(self) -> list[_Job]:
+        """Wait for messages from the workers; return the jobs that ended.
 
         A reporter with a ``refresh`` method has it called at least every
         :data:`REFRESH_INTERVAL` seconds, so a live display can redraw from
         this thread instead of starting its own.
         """
         refresh = getattr(self.reporter, "refresh", None)
-        ended: list[_Child] = []
+        ended: list[_Job] = []
         events = self.selector.select(REFRESH_INTERVAL if refresh else None)
         if refresh is not None:
             refresh()
         for key, _ in events:
-            child: _Child = key.data
-            if self._read(child):
-                continue
-            self.selector.unregister(child.fd)
-            os.close(child.fd)
-            del self.children[child.fd]
-            _, status = os.waitpid(child.pid, 0)
-            if child.outcome is None:
-                child.outcome = ("died", status)
-            self.free_slots.append(child.slot)
-            self.free_slots.sort()
-            ended.append(child)
+            worker: _Worker = key.data
+            if not self._read(worker, ended):
+                self._reap(worker, ended)
         return ended
 
-    def _read(self, child: _Child) -> bool:
-        """Read what ``child`` sent; return False at end of file."""
+    def _read(self, worker: _Worker, ended: list[_Job]) -> bool:
+        """Read what ``worker`` sent; return False at end of file."""
         try:
-            data = os.read(child.fd, 1 << 16)
+            data = os.read(worker.replies, 1 << 16)
         except BlockingIOError:
             return True
         if not data:
             return False
-        child.buffer += data
-        while len(child.buffer) >= 4:
-            (size,) = struct.unpack(">I", child.buffer[:4])
-            if len(child.buffer) < 4 + size:
+        worker.buffer += data
+        while len(worker.buffer) >= 4:
+            (size,) = struct.unpack(">I", worker.buffer[:4])
+            if len(worker.buffer) < 4 + size:
                 break
-            kind, payload = pickle.loads(bytes(child.buffer[4 : 4 + size]))
-            del child.buffer[: 4 + size]
+            kind, payload = pickle.loads(bytes(worker.buffer[4 : 4 + size]))
+            del worker.buffer[: 4 + size]
+            job = worker.job
+            assert job is not None, (kind, payload)
             if kind == "line":
                 if self.reporter is not None:
-                    self.reporter.build_log_line(child.drv_path, payload)
-            else:
-                child.outcome = (kind, payload)
+                    self.reporter.build_log_line(job.drv_path, payload)
+                continue
+            job.outcome = (kind, payload)
+            worker.job = None
+            del self.children[job.slot]
+            ended.append(job)
         return True
 
+    def _reap(self, worker: _Worker, ended: list[_Job]) -> None:
+        """Forget a worker that exited; its job, if any, failed."""
+        self.selector.unregister(worker.replies)
+        os.close(worker.replies)
+        os.close(worker.requests)
+        del self.workers[worker.slot]
+        _, status = os.waitpid(worker.pid, 0)
+        if worker.job is not None:
+            worker.job.outcome = ("died", status)
+            del self.children[worker.slot]
+            ended.append(worker.job)
 
-def _failure_of(child: _Child) -> BuildFailure:
+    def stop_children(self) -> None:
+        """Stop the workers: interrupt the builds still running (after an
+        exception), then close every worker's pipe and reap it.
+
+        A worker interrupted by SIGINT kills its sandbox and removes its
+        temporary outputs before it exits.
+        """
+        for worker in self.workers.values():
+            if worker.job is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGINT)
+        for worker in list(self.workers.values()):
+            os.close(worker.requests)
+            os.close(worker.replies)
+            os.waitpid(worker.pid, 0)
+        self.workers.clear()
+        self.children.clear()
+        self.selector.close()
+
+
+def _failure_of(child: _Job) -> BuildFailure:
     from builders.build import BuildFailure
 
     assert child.outcome is not None
@@ -551,15 +595,42 @@ def _failure_of(child: _Child) -> BuildFailure:
     )
 
 
-def _child_main(
-    parent_store: LocalStore,
+def _worker_main(
+    parent_store: LocalStore, requests: int, replies: int, stream_lines: bool
+) -> NoReturn:
+    """Run the jobs read from ``requests`` one by one, in this forked worker;
+    report each one's log lines and outcome on ``replies``; exit at end of file.
+    """
+    from store.local import LocalStore
+
+    status = 0
+    try:
+        # The parent's SQLite connection must not be used across the fork.
+        store = LocalStore(
+            parent_store.store_dir, parent_store.state_dir, parent_store.root
+        )
+        reader = _FrameReader(requests)
+        while (frame := reader.next()) is not None:
+            _, (drv, options, rounds) = frame
+            _run_job(store, drv, options, rounds, replies, stream_lines)
+    except BaseException:  # noqa: BLE001 - interrupted or broken: just exit
+        status = 1
+    finally:
+        os._exit(status)
+
+
+def _run_job(
+    store: LocalStore,
     drv: Derivation,
     options: BuildOptions,
     rounds: int,
-    fd: int,
+    replies: int,
     stream_lines: bool,
-) -> NoReturn:
-    """Build or check ``drv`` in this forked child; report over ``fd``; exit."""
+) -> None:
+    """Build or check ``drv``; send its outcome on ``replies``.
+
+    :raises KeyboardInterrupt: after reporting it, so the worker exits.
+    """
     from builders.build import (
         BuildError,
         BuildFailure,
@@ -567,33 +638,49 @@ def _child_main(
         build_derivation,
         check_derivation,
     )
-    from store.local import LocalStore
 
+    on_line = (lambda line: _send(replies, "line", line)) if stream_lines else None
     try:
-        # The parent's SQLite connection must not be used across the fork.
-        store = LocalStore(
-            parent_store.store_dir, parent_store.state_dir, parent_store.root
-        )
-        on_line = (lambda line: _send(fd, "line", line)) if stream_lines else None
         result: BuildResult | CheckOutcome
         if rounds:
             result = check_derivation(store, drv, options, rounds, on_line)
         else:
             result = build_derivation(store, drv, options, on_line)
-        _send(fd, "ok", result)
+        _send(replies, "ok", result)
     except BuildError as error:
-        _send(fd, "failed", error.failure)
+        _send(replies, "failed", error.failure)
     except PyguixError as error:
-        _send(
-            fd,
-            "failed",
-            BuildFailure(drv.path, "setup", error.message, hint=error.hint),
-        )
-    except BaseException as error:  # noqa: BLE001 - reported to the parent
+        failure = BuildFailure(drv.path, "setup", error.message, hint=error.hint)
+        _send(replies, "failed", failure)
+    except Exception as error:  # noqa: BLE001 - reported to the parent
         reason = f"internal error: {type(error).__name__}: {error}"
-        _send(fd, "failed", BuildFailure(drv.path, "setup", reason))
-    finally:
-        os._exit(0)
+        _send(replies, "failed", BuildFailure(drv.path, "setup", reason))
+    except KeyboardInterrupt:
+        _send(replies, "failed", BuildFailure(drv.path, "setup", "interrupted"))
+        raise
+
+
+class _FrameReader:
+    """Read whole frames (see the module's documentation) from a blocking fd."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = bytearray()
+
+    def next(self) -> tuple[str, Any] | None:
+        """Return the next frame, or ``None`` at end of file."""
+        while True:
+            if len(self.buffer) >= 4:
+                (size,) = struct.unpack(">I", self.buffer[:4])
+                if len(self.buffer) >= 4 + size:
+                    frame = pickle.loads(bytes(self.buffer[4 : 4 + size]))
+                    del self.buffer[: 4 + size]
+                    result: tuple[str, Any] = frame
+                    return result
+            data = os.read(self.fd, 1 << 16)
+            if not data:
+                return None
+            self.buffer += data
 
 
 def _send(fd: int, kind: str, payload: object) -> None:

@@ -252,3 +252,33 @@ def test_reporter_refresh_is_called_from_the_scheduler_thread(
     realise(store, [drv.path], reporter=reporter)
     assert reporter.refreshes >= 2
     assert reporter.threads == {threading.get_ident()}
+
+
+def test_a_worker_that_dies_fails_its_build_only(store: LocalStore) -> None:
+    def children() -> list[int]:
+        found = []
+        for name in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{name}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                        found.append(int(name))
+            except (OSError, ValueError, IndexError):
+                pass
+        return found
+
+    class Killer(BuildReporter):
+        def build_started(self, drv: str, name: str) -> None:
+            if name == "victim":
+                for pid in children():
+                    os.kill(pid, 9)
+
+    victim = pydrv(store, "victim", env={"SLEEP": "1"})
+    with pytest.raises(RealiseError) as caught:
+        realise(store, [victim.path], reporter=Killer())
+    assert "died unexpectedly" in caught.value.result.failed[victim.path].reason
+
+    survivor = pydrv(store, "survivor")
+    realise(store, [victim.path, survivor.path], jobs=2)
+    assert store.is_valid(victim.output_path()) and store.is_valid(
+        survivor.output_path()
+    )
