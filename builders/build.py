@@ -52,9 +52,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -267,8 +268,7 @@ def build_derivation(
     """
     options = options or BuildOptions()
     outputs = drv.output_paths()
-    for path in outputs.values():
-        store.add_temp_root(path)
+    _add_temp_roots(store, outputs.values())
 
     with store.lock_paths(outputs.values()):
         valid = store.query_valid(outputs.values())
@@ -335,8 +335,7 @@ def _input_closure(store: LocalStore, drv: Derivation) -> set[str]:
     """Return the closure of the inputs of ``drv``, failing if one is invalid."""
     inputs = input_paths(store, drv)
     # Rooted before the validity check, so a collection cannot take them after.
-    for path in sorted(inputs):
-        store.add_temp_root(path)
+    _add_temp_roots(store, inputs)
     missing = inputs - store.query_valid(inputs)
     if missing:
         raise BuildError(
@@ -348,6 +347,14 @@ def _input_closure(store: LocalStore, drv: Derivation) -> set[str]:
             )
         )
     return store.query_requisites(inputs)
+
+
+def _add_temp_roots(store: LocalStore, paths: Iterable[str]) -> None:
+    """Add temporary roots for ``paths`` under one hold of the GC lock."""
+    # XXX: LocalStore has no batch form of add_temp_root yet.
+    with store.gc_lock(shared=True):
+        for path in sorted(paths):
+            store._add_temp_root_locked(path)
 
 
 @contextmanager
@@ -468,7 +475,7 @@ def _sandbox_spec(
 
     # The scratch directory is the store inside; inputs go read-only on top.
     mounts = [BindMount(build.scratch, store.store_dir, writable=True)]
-    mounts += [BindMount(store.physical(path), path) for path in sorted(closure)]
+    mounts += _input_mounts(store, build.scratch, closure)
     mounts += [BindMount(path, path) for path in interpreter_paths()]
     uid = BUILD_USER_BASE + 1 + options.slot if os.getuid() == 0 else None
     return SandboxSpec(
@@ -483,6 +490,39 @@ def _sandbox_spec(
         timeout=options.timeout,
         max_silent_time=options.max_silent_time,
     )
+
+
+def _input_mounts(
+    store: LocalStore, scratch: str, closure: set[str]
+) -> list[BindMount]:
+    """Return the bind mounts of the input closure, read-only at their paths.
+
+    As root, inputs that are files or symlinks are hard-linked into the
+    scratch directory instead, as Nix does: a link costs no mount.  It is
+    safe because store files belong to root, who is not mapped in the
+    sandbox, and are read-only, and the scratch directory is sticky, so the
+    build user can neither change nor replace them.  (Anyone else's store
+    files belong to the build's own uid, so they are bound read-only.)
+    """
+    mounts = []
+    for path in sorted(closure):
+        physical = store.physical(path)
+        if os.getuid() == 0 and _linked(physical, scratch):
+            continue
+        mounts.append(BindMount(physical, path))
+    return mounts
+
+
+def _linked(physical: str, scratch: str) -> bool:
+    """Hard-link the file or symlink ``physical`` into ``scratch``, if it is one."""
+    try:
+        if stat.S_ISDIR(os.lstat(physical).st_mode):
+            return False
+        target = os.path.join(scratch, os.path.basename(physical))
+        os.link(physical, target, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
 
 
 def _fetch(store: LocalStore, build: _Build) -> None:

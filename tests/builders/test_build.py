@@ -237,6 +237,20 @@ def test_build_cannot_write_into_the_store(store: LocalStore) -> None:
 
     into_input = denied("open(os.environ['in0'] + '/added', 'w')")
     assert_denied(store, pydrv(store, "write-input", into_input, [dep]))
+    file = pydrv(store, "file", "open(out, 'w').write('original')")
+    build_derivation(store, file)
+    code = """
+    path = os.environ['in0']
+    try:
+        os.chmod(path, 0o644)
+    except OSError:
+        pass
+    open(path, 'a').write('changed')
+    """
+    assert_denied(store, pydrv(store, "write-file", denied(code), [file]))
+    replace = denied("os.unlink(os.environ['in0'])")
+    assert_denied(store, pydrv(store, "replace-file", replace, [file]))
+    assert Path(file.output_path()).read_text() == "original"
     into_other = denied(f"open({other.output_path() + '/added'!r}, 'w')")
     assert_denied(store, pydrv(store, "write-other", into_other))
     stray = pydrv(store, "stray", "open(os.environ['NIX_STORE'] + '/stray', 'w')")
