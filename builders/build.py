@@ -49,6 +49,7 @@ TODO: Nix's ``passAsFile``, ``allowedRequisites`` and ``disallowedRequisites``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -78,13 +79,13 @@ from builders.sandbox import (
 )
 from derivations.create import current_system, read_derivation
 from derivations.derivation import Derivation
+from store import nar
 from store.canonical import UnsupportedFileError, canonicalise, remove_tree
 from store.database import PathInfo
 from store.errors import PyguixError
 from store.hash import Hash
 from store.local import LocalStore
-from store.nar import hash_path
-from store.references import scan_references
+from store.references import RefScanner
 
 __all__ = [
     "BuildError",
@@ -637,10 +638,25 @@ def _finish_one(
         raise BuildError(
             BuildFailure(drv.path, "output", f"output '{name}': {error.message}")
         ) from None
-    references = frozenset(scan_references(temp, candidates))
-    nar_hash, nar_size = hash_path(temp)
+    references, nar_hash, nar_size = _scan_and_hash(temp, candidates)
     ca = _check_fixed_output(drv, name, temp)
     return _Output(name, path, temp, nar_hash, nar_size, references, ca)
+
+
+def _scan_and_hash(temp: str, candidates: set[str]) -> tuple[frozenset[str], Hash, int]:
+    """Return the references, NAR hash and NAR size of ``temp``, in one NAR pass."""
+    scanner = RefScanner(candidates)
+    hasher = hashlib.sha256()
+    size = 0
+
+    def feed(data: bytes) -> None:
+        nonlocal size
+        scanner.feed(data)
+        hasher.update(data)
+        size += len(data)
+
+    nar.dump(temp, feed)
+    return frozenset(scanner.found), Hash("sha256", hasher.digest()), size
 
 
 def _chown_tree(path: str) -> None:
