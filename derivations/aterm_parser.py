@@ -26,6 +26,7 @@ offset and show an excerpt with a caret.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from typing import TypeVar
@@ -344,16 +345,4 @@ def from_aterm(
     if drv is None:
         parser = _Parser(data, source or path or "<text>")
         drv = _Reader(parser, store_dir, name).derivation()
-    if path:
-        return Derivation(
-            drv.name,
-            drv.outputs,
-            drv.input_derivations,
-            drv.input_sources,
-            drv.system,
-            drv.builder,
-            drv.args,
-            drv.env,
-            path,
-        )
-    return drv
+    return dataclasses.replace(drv, path=path) if path else drv

@@ -17,6 +17,7 @@ coalesced with their output names merged (``coalesce-duplicate-inputs``).
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -308,21 +309,7 @@ def make_derivation(
     complete = with_output_paths(masked, store_dir, resolve_input, cache)
     aterm = to_aterm(complete)
     path = str(derivation_path(complete, store_dir, aterm))
-    return _with_path(complete, path), aterm
-
-
-def _with_path(drv: Derivation, path: str) -> Derivation:
-    return Derivation(
-        drv.name,
-        drv.outputs,
-        drv.input_derivations,
-        drv.input_sources,
-        drv.system,
-        drv.builder,
-        drv.args,
-        drv.env,
-        path,
-    )
+    return dataclasses.replace(complete, path=path), aterm
 
 
 def derivation(
