@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from store.errors import PyguixError
+
 __all__ = ["DEFAULT_STATE_DIR", "DEFAULT_STORE_DIR", "StoreConfig", "resolve"]
 
 DEFAULT_STORE_DIR = "/pyguix/store"
@@ -61,6 +63,12 @@ def resolve(
     """Return the store configuration from options, environment and defaults."""
     store_dir = store_dir or os.environ.get("PYGUIX_STORE_DIR") or DEFAULT_STORE_DIR
     state_dir = state_dir or os.environ.get("PYGUIX_STATE_DIR") or DEFAULT_STATE_DIR
+    for what, directory in (("store", store_dir), ("state", state_dir)):
+        if not os.path.isabs(directory):
+            raise PyguixError(
+                f"the {what} directory '{directory}' is not an absolute path",
+                f"give --{what}-dir (or PYGUIX_{what.upper()}_DIR) as an absolute path",
+            )
     root = root or os.environ.get("PYGUIX_ROOT") or _default_root(store_dir, state_dir)
     return StoreConfig(
         store_dir=os.path.normpath(store_dir),
