@@ -34,6 +34,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Build derivations or the objects a Python file defines.",
     ),
     "log": ("pyguix.commands.log", "Print the build log of a derivation or output."),
+    "system": (
+        "pyguix.commands.system",
+        "Build operating systems and run them in containers.",
+    ),
+    "container": (
+        "pyguix.commands.container",
+        "Enter, list, inspect and stop running containers.",
+    ),
 }
 """Command name to (module, one-line help); the module defines ``command``."""
 

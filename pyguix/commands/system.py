@@ -1,0 +1,292 @@
+"""``pyguix system``: build operating systems and run them in containers.
+
+As ``guix system`` (``guix/scripts/system.scm``), for OS files (see
+:mod:`system.operating_system`: a Python file defining ``operating_system``
+and optionally ``mappings``):
+
+``pyguix system build FILE``
+    builds the system directory and prints its path.
+
+``pyguix system container FILE``
+    builds the ``run-container`` script of the containerized system
+    (:func:`system.container_script.container_script`) and prints its store
+    path, one line on standard output, as ``guix system container``.
+    ``--share``/``--expose`` are baked into the script, as Guix does, and
+    ``-N``/``--network`` makes it share the host's network.  ``--run`` then
+    boots it in the foreground: the mappings of the command line are then
+    given to the script at run time instead of being baked in, so the same
+    script serves every run; the exit status is the container's.
+
+Progress goes to standard error; with a chroot store (global ``--root``)
+the script knows where the store physically is (see
+:mod:`system.container_script`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from builders.scheduler import realise
+from derivations.derivation import Derivation
+from derivations.monad import run_with_store
+from pyguix.cli import open_store
+from store.errors import PyguixError
+from system.file_systems import FileSystemMapping, specification_to_file_system_mapping
+from system.operating_system import (
+    OperatingSystem,
+    OperatingSystemFileError,
+    load_operating_system,
+)
+
+__all__ = ["command", "load_os_file"]
+
+
+def load_os_file(file: str) -> tuple[OperatingSystem, tuple[FileSystemMapping, ...]]:
+    """Load the OS file ``file``, turning any failure into one clear error.
+
+    :raises OperatingSystemFileError: the file is missing, defines no
+        ``operating_system``, or raised while it ran (the error names its
+        type, message and the line of ``file`` where it happened).
+    """
+    try:
+        return load_operating_system(file)
+    except PyguixError:
+        raise
+    except SyntaxError as error:
+        raise OperatingSystemFileError(
+            file,
+            f"operating system file '{file}' is not valid Python: "
+            f"{error.msg} (line {error.lineno})",
+            "fix the syntax error",
+        ) from None
+    except Exception as error:  # noqa: BLE001 - the user's code failed
+        raise OperatingSystemFileError(
+            file,
+            f"loading operating system file '{file}' failed{_line_in(file, error)}: "
+            f"{type(error).__name__}: {error}",
+            "fix the file; run with PYGUIX_DEBUG=1 to see the whole trace",
+        ) from None
+
+
+def _line_in(file: str, error: BaseException) -> str:
+    """Return `` at line N``, the last frame of ``error`` in ``file``, or ``""``."""
+    real = os.path.realpath(file)
+    lines = [
+        frame.lineno
+        for frame in traceback.extract_tb(error.__traceback__)
+        if os.path.realpath(frame.filename) == real
+    ]
+    return f" at line {lines[-1]}" if lines else ""
+
+
+def _mappings(shares: Sequence[str], exposes: Sequence[str]) -> list[FileSystemMapping]:
+    """Return the mappings of ``--share`` (writable) and ``--expose`` options."""
+    return [
+        *(specification_to_file_system_mapping(spec, True) for spec in shares),
+        *(specification_to_file_system_mapping(spec, False) for spec in exposes),
+    ]
+
+
+def _build(
+    store: Any, drv: Derivation, *, jobs: int, check: bool, dry_run: bool
+) -> str | None:
+    """Build ``drv`` (or show what would be built); return its output path."""
+    if dry_run:
+        _show_plan(store, drv.path)
+        return None
+
+    from builders.progress import make_reporter
+
+    result = realise(
+        store, [drv.path], jobs=jobs, check=check, reporter=make_reporter(sys.stderr)
+    )
+    if not result.built and not check:
+        click.echo("nothing to build", err=True)
+    return str(result.outputs[drv.path]["out"])
+
+
+def _show_plan(store: Any, drv_path: str) -> None:
+    from derivations.graph import store_derivation_graph, to_build
+
+    graph = to_build(store, store_derivation_graph(store, [drv_path]), [drv_path])
+    nodes = sorted(graph.nodes)
+    if not nodes:
+        click.echo("nothing to build", err=True)
+        return
+    click.echo(f"these {len(nodes)} derivations would be built:", err=True)
+    for node in nodes:
+        click.echo(f"  {node}", err=True)
+
+
+_jobs_option = click.option(
+    "-j",
+    "--max-jobs",
+    "jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Builds to run at once.",
+)
+
+
+@click.group("system")
+def command() -> None:
+    """Build operating systems and run them in containers.
+
+    FILE is a Python file defining 'operating_system' (an OperatingSystem)
+    and optionally 'mappings' (host files a container of it gets).
+    """
+
+
+@command.command("build")
+@click.argument("file")
+@click.option(
+    "-d",
+    "--derivation",
+    "derivation_only",
+    is_flag=True,
+    help="Print the derivation path; build nothing.",
+)
+@click.option("-n", "--dry-run", is_flag=True, help="Show what would be built.")
+@click.option(
+    "-r",
+    "--root",
+    "root_link",
+    metavar="LINK",
+    help="Make LINK a GC root to the system.",
+)
+@click.option("--check", is_flag=True, help="Rebuild and compare with the outputs.")
+@_jobs_option
+@click.pass_context
+def build_command(
+    ctx: click.Context,
+    file: str,
+    derivation_only: bool,
+    dry_run: bool,
+    root_link: str | None,
+    check: bool,
+    jobs: int,
+) -> None:
+    """Build the system directory of FILE and print its path."""
+    from system.operating_system import operating_system_derivation
+
+    os_, _ = load_os_file(file)
+    store = open_store(ctx)
+    drv = run_with_store(store, operating_system_derivation(os_))
+    _finish(store, drv, derivation_only, dry_run, root_link, check, jobs)
+
+
+def _finish(
+    store: Any,
+    drv: Derivation,
+    derivation_only: bool,
+    dry_run: bool,
+    root_link: str | None,
+    check: bool,
+    jobs: int,
+) -> str | None:
+    """Print the derivation, or build it and print its output; return the
+    output path when built."""
+    if derivation_only:
+        click.echo(drv.path)
+        return None
+    path = _build(store, drv, jobs=jobs, check=check, dry_run=dry_run)
+    if path is None:
+        return None
+    if root_link:
+        store.add_permanent_root(root_link, path)
+    click.echo(path)
+    return path
+
+
+@command.command("container")
+@click.argument("file")
+@click.option(
+    "--share",
+    "shares",
+    multiple=True,
+    metavar="SPEC",
+    help="Bind SRC[=DST] writable in the container (repeatable).",
+)
+@click.option(
+    "--expose",
+    "exposes",
+    multiple=True,
+    metavar="SPEC",
+    help="Bind SRC[=DST] read-only in the container (repeatable).",
+)
+@click.option(
+    "-N",
+    "--network",
+    is_flag=True,
+    help="Share the host's network (no network namespace).",
+)
+@click.option(
+    "-d",
+    "--derivation",
+    "derivation_only",
+    is_flag=True,
+    help="Print the script's derivation path; build nothing.",
+)
+@click.option(
+    "-r",
+    "--root",
+    "root_link",
+    metavar="LINK",
+    help="Make LINK a GC root to the script.",
+)
+@click.option("-n", "--dry-run", is_flag=True, help="Show what would be built.")
+@click.option("--check", is_flag=True, help="Rebuild and compare with the outputs.")
+@click.option(
+    "--run",
+    "run_it",
+    is_flag=True,
+    help="Boot the container in the foreground once built.",
+)
+@_jobs_option
+@click.pass_context
+def container_command(
+    ctx: click.Context,
+    file: str,
+    shares: tuple[str, ...],
+    exposes: tuple[str, ...],
+    network: bool,
+    derivation_only: bool,
+    root_link: str | None,
+    dry_run: bool,
+    check: bool,
+    run_it: bool,
+    jobs: int,
+) -> None:
+    """Build the run-container script of FILE and print its store path.
+
+    Run the script (as root, to map 65536 ids) to boot the system; it takes
+    --share, --expose and --pid-file too.  With --run, boot it now, passing
+    --share and --expose at run time; the exit status is the container's.
+    """
+    from system.container_script import container_script
+
+    os_, file_mappings = load_os_file(file)
+    mappings = _mappings(shares, exposes)
+    baked = [*file_mappings] if run_it else [*file_mappings, *mappings]
+    store = open_store(ctx)
+    drv = run_with_store(store, container_script(os_, baked, network))
+    path = _finish(store, drv, derivation_only, dry_run, root_link, check, jobs)
+    if run_it and path is not None:
+        _exec_script(store.physical(path), shares, exposes)
+
+
+def _exec_script(script: str, shares: Sequence[str], exposes: Sequence[str]) -> None:
+    """Replace this process with ``script``, giving it the mappings."""
+    argv = [script]
+    argv += [f"--share={spec}" for spec in shares]
+    argv += [f"--expose={spec}" for spec in exposes]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(script, argv)
