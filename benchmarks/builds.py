@@ -52,11 +52,6 @@ from store.local import LocalStore  # noqa: E402
 T = TypeVar("T")
 FANIN = 2
 CODE = "import os; open(os.environ['out'], 'w').write(os.environ['deps'])"
-MAIN = (
-    "from pyguix.cli import COMMANDS, main\n"
-    "COMMANDS.setdefault('build', ('pyguix.commands.build', 'Build.'))\n"
-    "main()\n"
-)
 
 Layers = list[list[tuple[str, list[int]]]]
 
@@ -151,8 +146,8 @@ def pyguix_side(layers: Layers, salt: str, jobs: int) -> dict[str, float]:
         )
         command = [
             sys.executable,
-            "-c",
-            MAIN,
+            "-m",
+            "pyguix",
             "--store-dir",
             "/nix/store",
             "--state-dir",

@@ -18,26 +18,12 @@ from builders.bootstrap import interpreter_executable
 from builders.linux import namespaces_unavailable_reason
 from derivations.create import derivation
 from derivations.derivation import Derivation
-from pyguix.cli import COMMANDS, cli
+from pyguix.cli import cli
 from store.local import LocalStore
 
 pytestmark = pytest.mark.skipif(
     namespaces_unavailable_reason() is not None,
     reason=f"no namespaces here: {namespaces_unavailable_reason()}",
-)
-
-# TODO: drop once pyguix/cli.py lists the command.
-COMMANDS.setdefault(
-    "build",
-    (
-        "pyguix.commands.build",
-        "Build derivations or the objects a Python file defines.",
-    ),
-)
-MAIN = (
-    "from pyguix.cli import COMMANDS, main\n"
-    "COMMANDS.setdefault('build', ('pyguix.commands.build', 'Build.'))\n"
-    "main()\n"
 )
 
 OBJECTS = """
@@ -75,7 +61,7 @@ class Pyguix:
 
     def process(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-c", MAIN, *self.options, *args],
+            [sys.executable, "-m", "pyguix", *self.options, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -83,7 +69,7 @@ class Pyguix:
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-c", MAIN, *self.options, *args],
+            [sys.executable, "-m", "pyguix", *self.options, *args],
             capture_output=True,
             text=True,
         )
