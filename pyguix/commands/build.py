@@ -19,7 +19,7 @@ or else those in its ``__all__``.  For example::
     from derivations.gexp import gexp
     from derivations.file_like import computed_file
 
-    hello = computed_file("hello", gexp("open(OUT, 'w').write('hi')", ...))
+    hello = computed_file("hello", gexp("open($out, 'w').write('hi')"))
     pyguix_build_targets = ["hello"]
 
 Objects are lowered against the store (``derivations.lowering``) and their
@@ -194,7 +194,7 @@ def _add_roots(store: Any, link: str, outputs: list[tuple[int, str, str]]) -> No
     "--file",
     "file",
     type=click.Path(exists=True, dir_okay=False),
-    help="Build the objects this Python file defines (see below).",
+    help="Build the objects this Python file defines (see above).",
 )
 @click.option(
     "-d",
