@@ -56,12 +56,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from derivations.create import read_derivation
 from derivations.derivation import Derivation, DerivationError
 from store.errors import PyguixError
 
-# Building needs the sandbox, logs and checks; they are imported only when
-# something must be built, so that the cache hit stays cheap.
+# Building needs the sandbox, logs and checks, and reading .drv files the
+# ATerm parser; they are imported only when needed, so that the cache hit
+# stays cheap.
 if TYPE_CHECKING:
     import networkx as nx
 
@@ -270,6 +270,8 @@ def _wanted_outputs(
 
 def _read_target(store: LocalStore, path: str) -> Derivation:
     try:
+        from derivations.create import read_derivation
+
         return read_derivation(store, path)
     except FileNotFoundError:
         raise DerivationError(
@@ -392,7 +394,7 @@ class _Run:
         while pending or self.children:
             while pending and len(self.children) < self.jobs:
                 drv_path = pending.pop(0)
-                self._start(drv_path, read_derivation(self.store, drv_path), rounds)
+                self._start(drv_path, _read_target(self.store, drv_path), rounds)
             for child in self._wait():
                 if child.outcome is not None and child.outcome[0] == "ok":
                     self._succeeded(child)
