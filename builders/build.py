@@ -117,7 +117,8 @@ class BuildOptions:
     """Keep the build directory and partial outputs of a failed build."""
     slot: int = 0
     """Which build user runs the build, when pyguix runs as root (one per
-    concurrent build)."""
+    concurrent build).  XXX: two pyguix processes use the same slots; Nix
+    locks build users from a pool instead."""
 
 
 @dataclass(frozen=True)
