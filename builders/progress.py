@@ -244,8 +244,10 @@ class LiveReporter(BuildReporter):
     :param max_rows: how many running builds to list; more are counted.
     :raises ImportError: if rich is not installed (see :func:`make_reporter`).
 
-    Note: rich redraws from a thread of its own.  The sandbox forks before it
-    unshares anything, so builds can still start while it runs.
+    Note: the display never starts rich's refresh thread: the scheduler
+    forks its build workers, and a fork taken while another thread holds a
+    lock (rich's, or the stream's) can deadlock the child.  The scheduler
+    calls :meth:`refresh` from its own loop instead.
     """
 
     def __init__(
@@ -284,7 +286,7 @@ class LiveReporter(BuildReporter):
         self._live = Live(
             self,
             console=self.console,
-            refresh_per_second=4,
+            auto_refresh=False,
             transient=True,
             redirect_stdout=False,
             redirect_stderr=False,
@@ -311,6 +313,11 @@ class LiveReporter(BuildReporter):
         if len(running) > self.max_rows:
             rows.append(Text(f"  and {len(running) - self.max_rows} more"))
         return Group(*rows)
+
+    def refresh(self) -> None:
+        """Redraw the display, if it is shown (the scheduler calls this)."""
+        if self._live is not None:
+            self._live.refresh()
 
     def plan(self, to_build: Sequence[str], to_substitute: Sequence[str] = ()) -> None:
         self._tally.plan(to_build)

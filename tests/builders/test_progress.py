@@ -170,3 +170,24 @@ def test_live_display_shows_done_total_and_running_builds() -> None:
     assert re.fullmatch(r"  building foo +\d+\.\ds", rows[1])
     assert re.fullmatch(r"  building bar +\d+\.\ds", rows[2])
     assert rows[3:] == ["  and 1 more"]
+
+
+def test_live_reporter_starts_no_thread() -> None:
+    pytest.importorskip("rich")
+    import io
+    import threading
+
+    from rich.console import Console
+
+    from builders.progress import LiveReporter
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=80)
+    reporter = LiveReporter(console=console)
+    before = threading.active_count()
+    reporter.plan(["/s/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x.drv"])
+    reporter.build_started("/s/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x.drv", "x")
+    reporter.refresh()
+    assert threading.active_count() == before
+    reporter.build_finished("/s/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x.drv", True, 0.1)
+    reporter.done()
+    assert "building x" in console.file.getvalue()
