@@ -49,6 +49,7 @@ from typing import Any
 from derivations.gexp import (
     Compiler,
     Gexp,
+    cache_hash,
     gexp,
     gexp_fingerprint,
     is_derivation,
@@ -322,6 +323,7 @@ def _option_fingerprint(value: Any, fingerprint_of: Callable[[Any], Any]) -> Any
     return fingerprint_of(value)
 
 
+@cache_hash
 @dataclass(frozen=True)
 class ComputedFile:
     """The output of a derivation built by ``gexp`` (Guix's ``computed-file``)."""
@@ -383,6 +385,7 @@ register_compiler(
 )
 
 
+@cache_hash
 @dataclass(frozen=True)
 class ProgramFile:
     """An executable script running ``gexp`` (Guix's ``program-file``)."""
@@ -417,6 +420,7 @@ with open($out, "w", encoding="utf-8") as file:
 """
 
 
+@cache_hash
 @dataclass(frozen=True)
 class MixedTextFile:
     """Text made of strings and file-like objects' paths (Guix's
@@ -457,6 +461,7 @@ register_compiler(
 )
 
 
+@cache_hash
 @dataclass(frozen=True)
 class FileAppend:
     """The path of ``base`` followed by ``suffixes`` (Guix's ``file-append``)."""
@@ -502,6 +507,7 @@ for target, source in $entries:
 """
 
 
+@cache_hash
 @dataclass(frozen=True)
 class FileUnion:
     """A directory of symlinks to file-like objects (Guix's ``file-union``)."""
@@ -587,6 +593,7 @@ union($out, $things)
 """
 
 
+@cache_hash
 @dataclass(frozen=True)
 class DirectoryUnion:
     """A directory merging trees (Guix's ``directory-union``)."""

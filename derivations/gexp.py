@@ -47,7 +47,7 @@ import re
 import textwrap
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from derivations.derivation import Derivation
 from derivations.modules import module_tree_digest, source_module_closure
@@ -63,6 +63,7 @@ __all__ = [
     "Hole",
     "OwnOutput",
     "Sequence",
+    "cache_hash",
     "compiler_for",
     "expand_gexp",
     "gexp",
@@ -90,6 +91,44 @@ class GexpError(PyguixError):
     ) -> None:
         super().__init__(message, hint)
         self.placeholder = placeholder
+
+
+R = TypeVar("R")
+
+
+# ---------------------------------------------------------------------------
+# Records that hold records
+
+
+def cache_hash(cls: type[R]) -> type[R]:
+    """Make instances of the frozen dataclass ``cls`` keep their hash.
+
+    Gexps and file-like objects refer to each other and share what they
+    refer to, so they form a graph, not a tree; the generated ``__hash__``
+    hashes a shared object once per path to it, a cost exponential in the
+    graph's depth.  The hash is kept in the instance once computed, and left
+    out when it is pickled or copied, since string hashes differ between
+    processes.
+
+    XXX: equality is still structural: comparing two equal graphs built
+    apart costs a walk of every path, so build shared objects once.
+    """
+    compute = cls.__hash__
+    assert compute is not None, f"{cls.__name__} is not hashable"
+
+    def __hash__(self: Any) -> int:
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = compute(self)
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    def __getstate__(self: Any) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key != "_hash"}
+
+    cls.__hash__ = __hash__  # type: ignore[method-assign]
+    cls.__getstate__ = __getstate__  # type: ignore[method-assign]
+    return cls
 
 
 # ---------------------------------------------------------------------------
@@ -176,6 +215,7 @@ class DerivationRef:
     """The record itself."""
 
 
+@cache_hash
 @dataclass(frozen=True)
 class Sequence:
     """A list or tuple holding references, expanded as a Python literal."""
@@ -193,6 +233,7 @@ class Literal:
     text: str
 
 
+@cache_hash
 @dataclass(frozen=True)
 class GexpText:
     """A gexp whose expanded code is itself the value: it expands to the
@@ -211,6 +252,7 @@ class GexpInput:
     output: str = "out"
 
 
+@cache_hash
 @dataclass(frozen=True)
 class Gexp:
     """A G-expression: template parts and the references they name."""

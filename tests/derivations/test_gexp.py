@@ -3,6 +3,10 @@ outputs, modules and deterministic expansion (no store needed)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from derivations.file_like import file_append, plain_file
@@ -180,3 +184,37 @@ def test_modules_are_tagged_and_merged_from_nested() -> None:
     assert outer.modules == ("store.nar.writer",)
     tagged = with_imported_modules(["store.base32", "store.nar.writer"], outer)
     assert tagged.modules == ("store.base32", "store.nar.writer")
+
+
+# Each object refers to the two before it, so the top is reached by about
+# 1.6**depth paths; hashing or keying it must not walk them all.
+SHARED_GRAPH = """
+import pickle, sys
+from derivations.file_like import computed_file, file_union, plain_file
+from derivations.gexp import gexp
+from derivations.lowering import object_key
+
+objects = [plain_file("a", "1"), plain_file("b", "2")]
+for n in range(int(sys.argv[1])):
+    g = gexp("$x + $y", x=objects[-1], y=objects[-2])
+    objects.append(computed_file(f"c{n}", g))
+top = file_union("top", [("x", objects[-1]), ("y", objects[-2])])
+copy = pickle.loads(pickle.dumps(top))
+assert "_hash" not in copy.__dict__ and hash(copy) == hash(top)
+print(object_key(top, "x86_64-linux", "/gnu/store").hex())
+"""
+
+
+def test_shared_object_graphs_hash_and_key_in_linear_time() -> None:
+    keys = [
+        subprocess.run(
+            [sys.executable, "-c", SHARED_GRAPH, "90"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2")
+    ]
+    assert keys[0] == keys[1] and len(keys[0]) == 65
