@@ -101,8 +101,8 @@ class FileLikeError(PyguixError):
 
 
 def _is_lowerable(thing: object) -> bool:
-    """Tell whether ``thing`` is file-like or a derivation."""
-    return is_file_like(thing) or is_derivation(thing)
+    """Tell whether ``thing`` is file-like, a derivation or a store path."""
+    return is_file_like(thing) or is_derivation(thing) or isinstance(thing, StorePath)
 
 
 def _check_name(name: str) -> None:

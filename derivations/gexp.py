@@ -22,7 +22,8 @@ Placeholder grammar (``$`` never appears otherwise)::
 NAME is a Python identifier.  The template's common indentation and a
 leading newline are removed first (``textwrap.dedent``).  References may be file-like objects (any
 type with a registered compiler, see :func:`register_compiler`),
-derivation records, store path strings, nested gexps (their code is
+derivation records, store paths (strings or ``StorePath`` records, which
+become strings), nested gexps (their code is
 inlined as is, their references merged), lists and tuples of those
 (expanded as a Python list or tuple literal), and plain data (``str``,
 ``int``, ``float``, ``bool``, ``None``, ``bytes`` and lists, tuples, dicts
@@ -52,6 +53,7 @@ from typing import Any, TypeVar
 from derivations.derivation import Derivation
 from derivations.modules import module_tree_digest, source_module_closure
 from store.errors import PyguixError
+from store.paths import StorePath
 
 __all__ = [
     "Compiler",
@@ -321,7 +323,7 @@ def _holds_store_objects(value: object) -> bool:
     if isinstance(value, str):
         return _STORE_PATH_LIKE.fullmatch(value) is not None
     return (
-        isinstance(value, Gexp | GexpText)
+        isinstance(value, Gexp | GexpText | StorePath)
         or is_file_like(value)
         or is_derivation(value)
     )
@@ -338,6 +340,8 @@ def _freeze(value: object, where: str) -> Any:
         return value
     if isinstance(value, str) and _STORE_PATH_LIKE.fullmatch(value):
         return value
+    if isinstance(value, StorePath):
+        return str(value)
     if isinstance(value, list | tuple) and _holds_store_objects(value):
         kind = "list" if isinstance(value, list) else "tuple"
         return Sequence(kind, tuple(_freeze(item, where) for item in value))

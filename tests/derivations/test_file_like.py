@@ -190,6 +190,24 @@ def test_file_union_makes_symlinks(store: LocalStore, tmp_path: Path) -> None:
     assert drv.input_sources >= {str(lower(store, a)), str(lower(store, b))}
 
 
+def test_lowered_store_paths_are_usable_like_objects(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    hello = lower(store, plain_file("hello", "hi\n"))
+    assert isinstance(hello, StorePath)
+    text = lower(store, mixed_text_file("text", "at ", file_append(hello), "\n"))
+    union = lower(store, file_union("union", [("hello", hello)]))
+    user = lower(store, computed_file("user", gexp("print($h)", h=hello)))
+
+    for drv in (text, union, user):
+        assert str(hello) in drv.input_sources
+    build_directly(text, tmp_path)
+    build_directly(union, tmp_path)
+    assert Path(text.output_path()).read_text() == f"at {hello}\n"
+    assert os.readlink(Path(union.output_path(), "hello")) == str(hello)
+    assert user == lower(store, computed_file("user", gexp("print($h)", h=str(hello))))
+
+
 @pytest.mark.parametrize(
     ("targets", "message"),
     [

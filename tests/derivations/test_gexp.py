@@ -23,6 +23,7 @@ from derivations.gexp import (
     plain_repr,
     with_imported_modules,
 )
+from store.paths import StorePath
 
 STORE_PATH = "/gnu/store/0123456789abcdfghijklmnpqrsvwxyz-thing"
 
@@ -169,6 +170,15 @@ def test_file_append_is_an_input() -> None:
     a = plain_file("a", "1")
     g = gexp("$bin", bin=file_append(a, "/bin/x"))
     assert gexp_inputs(g) == (GexpInput(file_append(a, "/bin/x")),)
+
+
+def test_store_path_records_are_store_path_strings() -> None:
+    path = StorePath.from_string(STORE_PATH, "/gnu/store")
+    g = gexp("$p $l", p=path, l=[path])
+    assert g == gexp("$p $l", p=STORE_PATH, l=[STORE_PATH])
+    assert gexp_inputs(g) == (GexpInput(STORE_PATH),)
+    text = repr(f"<{STORE_PATH}:out>")
+    assert expand_gexp(g, paths) == f"{text} [{text}]"
 
 
 def test_gexps_compare_by_value() -> None:
