@@ -25,7 +25,9 @@ sources missing on the host are dropped, with a note on standard error.  The
 network is decided when the script is built (``pyguix system container
 --network``); ``--network`` at run time is accepted and only warns when the
 script was built without it.  Each ``--pid-file`` receives the container's
-PID (the bare number) once it runs.
+PID (the bare number) once it runs.  A writable mapping onto ``/tmp``,
+``/run`` or ``/var/run``, or below, is refused: the boot empties them, and
+would empty the host directory with them.
 
 Unlike Guix's script, this one exits with the container's status: the
 init's exit code, 128 plus a signal when it was killed, 1 when the
@@ -101,6 +103,7 @@ SYSTEM = $system
 HOST_NAME = $host_name
 SHARED_NETWORK = $shared_network
 SPECS = $specs
+EMPTIED_AT_BOOT = ("/tmp", "/run", "/var/run")
 FLAGS = {
     "no-suid": linux.MS_NOSUID,
     "no-dev": linux.MS_NODEV,
@@ -170,6 +173,17 @@ def present(fs):
     return True
 
 
+def check_not_emptied(fs):
+    # The boot empties these directories: a writable host directory bound
+    # below one of them would lose its contents.
+    for directory in EMPTIED_AT_BOOT:
+        if fs.writable and (fs.target + "/").startswith(directory + "/"):
+            say(f"run-container: error: '{fs.source}' would be mounted writable "
+                f"at '{fs.target}', which the boot empties")
+            say(f"hint: map it elsewhere, as '{fs.source}=/exchange'")
+            sys.exit(1)
+
+
 def interpreter_mounts(taken):
     return [
         container.BindMount(path, path)
@@ -207,6 +221,9 @@ def main(argv):
     mounts += [mapping(spec, False) for spec in options.expose]
     mounts += [from_spec(spec) for spec in SPECS]
     mounts = [fs for fs in mounts if present(fs)]
+    for fs in mounts:
+        if fs.is_bind:
+            check_not_emptied(fs)
     mounts = interpreter_mounts({fs.target for fs in mounts}) + mounts
     namespaces = set(container.ALL_NAMESPACES)
     if SHARED_NETWORK:

@@ -85,12 +85,31 @@ def _line_in(file: str, error: BaseException) -> str:
     return f" at line {lines[-1]}" if lines else ""
 
 
+EMPTIED_AT_BOOT = ("/tmp", "/run", "/var/run")
+"""Directories a system's boot empties (see :func:`system.activation.cleanup`)."""
+
+
 def _mappings(shares: Sequence[str], exposes: Sequence[str]) -> list[FileSystemMapping]:
-    """Return the mappings of ``--share`` (writable) and ``--expose`` options."""
-    return [
+    """Return the mappings of ``--share`` (writable) and ``--expose`` options.
+
+    :raises PyguixError: a writable mapping targets a directory the boot
+        empties, which would empty the host directory too.
+    """
+    mappings = [
         *(specification_to_file_system_mapping(spec, True) for spec in shares),
         *(specification_to_file_system_mapping(spec, False) for spec in exposes),
     ]
+    for mapping in mappings:
+        target = mapping.target.rstrip("/") + "/"
+        if mapping.writable and any(
+            target.startswith(d + "/") for d in EMPTIED_AT_BOOT
+        ):
+            raise PyguixError(
+                f"'{mapping.source}' would be mounted writable at "
+                f"'{mapping.target}', which the boot empties",
+                f"map it elsewhere, as '{mapping.source}=/exchange'",
+            )
+    return mappings
 
 
 def _build(

@@ -80,10 +80,17 @@ def test_bad_os_file_is_one_error_line(
     assert "Traceback" not in done.stderr
 
 
-def test_invalid_mapping_is_refused(root: Path) -> None:
-    done = pyguix(root, "system", "container", "--share", "=/x", str(EXAMPLE))
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("=/x", "error: invalid file system mapping '=/x'"),
+        ("/srv=/tmp/x", "error: '/srv' would be mounted writable at '/tmp/x'"),
+    ],
+)
+def test_invalid_mapping_is_refused(root: Path, spec: str, expected: str) -> None:
+    done = pyguix(root, "system", "container", "--share", spec, str(EXAMPLE))
     assert done.returncode == 1
-    assert "error: invalid file system mapping '=/x'" in done.stderr
+    assert expected in done.stderr
 
 
 def test_derivation_and_dry_run_build_nothing(root: Path) -> None:

@@ -183,6 +183,8 @@ def test_help_exits_0(script: str) -> None:
         (["--share"], "expected one argument"),
         (["--expose", "=/x"], "invalid mapping '=/x'"),
         (["--share", "/tmp=relative"], "invalid mapping '/tmp=relative'"),
+        (["--share", "/tmp"], "mounted writable at '/tmp', which the boot empties"),
+        (["--share", "/etc=/run/x"], "at '/run/x', which the boot empties"),
     ],
 )
 def test_bad_options_exit_1(script: str, arguments: list[str], expected: str) -> None:
