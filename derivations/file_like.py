@@ -49,12 +49,12 @@ from typing import Any
 from derivations.gexp import (
     Compiler,
     Gexp,
-    cache_hash,
     gexp,
     gexp_fingerprint,
     is_derivation,
     is_file_like,
     register_compiler,
+    shared_record,
     with_imported_modules,
 )
 from derivations.lowering import expand_lowered, gexp_to_derivation, gexp_to_script
@@ -323,7 +323,7 @@ def _option_fingerprint(value: Any, fingerprint_of: Callable[[Any], Any]) -> Any
     return fingerprint_of(value)
 
 
-@cache_hash
+@shared_record
 @dataclass(frozen=True)
 class ComputedFile:
     """The output of a derivation built by ``gexp`` (Guix's ``computed-file``)."""
@@ -385,7 +385,7 @@ register_compiler(
 )
 
 
-@cache_hash
+@shared_record
 @dataclass(frozen=True)
 class ProgramFile:
     """An executable script running ``gexp`` (Guix's ``program-file``)."""
@@ -420,7 +420,7 @@ with open($out, "w", encoding="utf-8") as file:
 """
 
 
-@cache_hash
+@shared_record
 @dataclass(frozen=True)
 class MixedTextFile:
     """Text made of strings and file-like objects' paths (Guix's
@@ -461,7 +461,7 @@ register_compiler(
 )
 
 
-@cache_hash
+@shared_record
 @dataclass(frozen=True)
 class FileAppend:
     """The path of ``base`` followed by ``suffixes`` (Guix's ``file-append``)."""
@@ -507,7 +507,7 @@ for target, source in $entries:
 """
 
 
-@cache_hash
+@shared_record
 @dataclass(frozen=True)
 class FileUnion:
     """A directory of symlinks to file-like objects (Guix's ``file-union``)."""
@@ -593,7 +593,7 @@ union($out, $things)
 """
 
 
-@cache_hash
+@shared_record
 @dataclass(frozen=True)
 class DirectoryUnion:
     """A directory merging trees (Guix's ``directory-union``)."""

@@ -65,7 +65,6 @@ __all__ = [
     "Hole",
     "OwnOutput",
     "Sequence",
-    "cache_hash",
     "compiler_for",
     "expand_gexp",
     "gexp",
@@ -78,6 +77,7 @@ __all__ = [
     "is_derivation",
     "plain_repr",
     "register_compiler",
+    "shared_record",
     "with_imported_modules",
 ]
 
@@ -102,33 +102,64 @@ R = TypeVar("R")
 # Records that hold records
 
 
-def cache_hash(cls: type[R]) -> type[R]:
-    """Make instances of the frozen dataclass ``cls`` keep their hash.
+_EQUAL_PAIRS: set[tuple[int, int]] | None = None
+"""The pairs of records found equal by the comparison under way, by id."""
+
+
+def shared_record(cls: type[R]) -> type[R]:
+    """Make the frozen dataclass ``cls`` cheap to hash and compare when its
+    instances share the records they hold.
 
     Gexps and file-like objects refer to each other and share what they
     refer to, so they form a graph, not a tree; the generated ``__hash__``
-    hashes a shared object once per path to it, a cost exponential in the
-    graph's depth.  The hash is kept in the instance once computed, and left
-    out when it is pickled or copied, since string hashes differ between
-    processes.
+    and ``__eq__`` visit a shared record once per path to it, a cost
+    exponential in the graph's depth.  Instead:
 
-    XXX: equality is still structural: comparing two equal graphs built
-    apart costs a walk of every path, so build shared objects once.
+    - the hash is kept in the instance once computed, and left out when it
+      is pickled or copied, since string hashes differ between processes;
+    - equality first compares hashes, and a comparison remembers the pairs
+      it found equal, so comparing two equal graphs built apart visits each
+      pair of records once.  Note: the pairs are kept by ``id`` only while
+      the outermost comparison runs, when both graphs are alive.
     """
-    compute = cls.__hash__
-    assert compute is not None, f"{cls.__name__} is not hashable"
+    compute_hash = cls.__hash__
+    compare = cls.__eq__
+    assert compute_hash is not None, f"{cls.__name__} is not hashable"
 
     def __hash__(self: Any) -> int:
         cached: int | None = self.__dict__.get("_hash")
         if cached is None:
-            cached = compute(self)
+            cached = compute_hash(self)
             object.__setattr__(self, "_hash", cached)
         return cached
+
+    def __eq__(self: Any, other: object) -> bool:
+        global _EQUAL_PAIRS
+        if self is other:
+            return True
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        if hash(self) != hash(other):
+            return False
+        outermost = _EQUAL_PAIRS is None
+        pairs = _EQUAL_PAIRS = set() if _EQUAL_PAIRS is None else _EQUAL_PAIRS
+        try:
+            pair = (id(self), id(other))
+            if pair in pairs:
+                return True
+            equal: bool = compare(self, other)
+            if equal is True:
+                pairs.add(pair)
+            return equal
+        finally:
+            if outermost:
+                _EQUAL_PAIRS = None
 
     def __getstate__(self: Any) -> dict[str, Any]:
         return {key: value for key, value in self.__dict__.items() if key != "_hash"}
 
     cls.__hash__ = __hash__  # type: ignore[method-assign]
+    cls.__eq__ = __eq__  # type: ignore[method-assign]
     cls.__getstate__ = __getstate__  # type: ignore[method-assign]
     return cls
 
@@ -217,7 +248,7 @@ class DerivationRef:
     """The record itself."""
 
 
-@cache_hash
+@shared_record
 @dataclass(frozen=True)
 class Sequence:
     """A list or tuple holding references, expanded as a Python literal."""
@@ -235,7 +266,7 @@ class Literal:
     text: str
 
 
-@cache_hash
+@shared_record
 @dataclass(frozen=True)
 class GexpText:
     """A gexp whose expanded code is itself the value: it expands to the
@@ -254,7 +285,7 @@ class GexpInput:
     output: str = "out"
 
 
-@cache_hash
+@shared_record
 @dataclass(frozen=True)
 class Gexp:
     """A G-expression: template parts and the references they name."""

@@ -197,7 +197,8 @@ def test_modules_are_tagged_and_merged_from_nested() -> None:
 
 
 # Each object refers to the two before it, so the top is reached by about
-# 1.6**depth paths; hashing or keying it must not walk them all.
+# 1.6**depth paths; hashing, comparing (with a copy made apart) or keying
+# it must not walk them all.
 SHARED_GRAPH = """
 import pickle, sys
 from derivations.file_like import computed_file, file_union, plain_file
@@ -211,11 +212,14 @@ for n in range(int(sys.argv[1])):
 top = file_union("top", [("x", objects[-1]), ("y", objects[-2])])
 copy = pickle.loads(pickle.dumps(top))
 assert "_hash" not in copy.__dict__ and hash(copy) == hash(top)
+assert copy == top and not copy != top
+other = file_union("top", [("x", objects[-1]), ("y", objects[-3])])
+assert other != top
 print(object_key(top, "x86_64-linux", "/gnu/store").hex())
 """
 
 
-def test_shared_object_graphs_hash_and_key_in_linear_time() -> None:
+def test_shared_object_graphs_hash_compare_and_key_in_linear_time() -> None:
     keys = [
         subprocess.run(
             [sys.executable, "-c", SHARED_GRAPH, "90"],
