@@ -74,7 +74,6 @@ from derivations.modules import (
 )
 from derivations.monad import (
     MValue,
-    RunState,
     current_state,
     current_system,
     mcached,
@@ -318,21 +317,20 @@ def _lower_fresh(obj: Any, system: str) -> Any:
     return result
 
 
-def _batch(mvalue: MValue[T]) -> MValue[T]:
+@monadic
+def _batch(mvalue: MValue[T]) -> Any:
     """Run ``mvalue`` as part of a lowering; the outermost one saves the
     persistent cache when it ends, so a big graph costs one write."""
-
-    def run(state: RunState) -> T:
-        session = _session(state.store)
-        session.depth += 1
-        try:
-            return mvalue.run(state)
-        finally:
-            session.depth -= 1
-            if session.depth == 0:
-                session.cache.save()
-
-    return MValue(run, "lowering batch")
+    state = yield current_state()
+    session = _session(state.store)
+    session.depth += 1
+    try:
+        result = yield mvalue
+    finally:
+        session.depth -= 1
+        if session.depth == 0:
+            session.cache.save()
+    return result
 
 
 @monadic

@@ -99,16 +99,31 @@ class RunState:
 
 
 class MValue(Generic[T_co]):
-    """A monadic value: a computation that yields a ``T_co`` when run."""
+    """A monadic value: a computation that yields a ``T_co`` when run.
 
-    __slots__ = ("_run", "_label")
+    A value is either a *leaf*, a procedure of the run state, or made of
+    *steps*: a generator function whose generators yield monadic values
+    (see :func:`monadic`), run by the trampoline of :func:`_drive`.
+    """
 
-    def __init__(self, run: Callable[[RunState], T_co], label: str = "mvalue") -> None:
+    __slots__ = ("_run", "_label", "_steps")
+
+    def __init__(
+        self,
+        run: Callable[[RunState], T_co] | None = None,
+        label: str = "mvalue",
+        steps: Callable[[], MonadicGenerator[T_co]] | None = None,
+    ) -> None:
+        assert (run is None) != (steps is None), "give run or steps"
         self._run = run
         self._label = label
+        self._steps = steps
 
     def run(self, state: RunState) -> T_co:
         """Run the computation in ``state``; prefer :func:`run_with_store`."""
+        if self._steps is not None:
+            return _drive(self._label, self._steps(), state)
+        assert self._run is not None
         return self._run(state)
 
     def __repr__(self) -> str:
@@ -124,29 +139,70 @@ def mbind(mvalue: MValue[T], procedure: Callable[[T], MValue[U]]) -> MValue[U]:
     """Run ``mvalue``, pass its result to ``procedure``, run what it returns
     (Guix's ``>>=``)."""
 
-    def run(state: RunState) -> U:
-        return procedure(mvalue.run(state)).run(state)
+    def steps() -> MonadicGenerator[U]:
+        result = yield mvalue
+        final: U = yield procedure(result)
+        return final
 
-    return MValue(run, "bind")
+    return MValue(steps=steps, label="bind")
 
 
 def _drive(name: str, generator: MonadicGenerator[T], state: RunState) -> T:
-    """Run ``generator``, feeding each yielded monadic value's result back."""
+    """Run ``generator``, feeding each yielded monadic value's result back.
+
+    A trampoline: the generators of nested monadic values are run from an
+    explicit stack, not by recursion, so chains of lowerings as deep as the
+    graph of objects do not exhaust Python's stack.  An exception raised by
+    a step, or left by a nested generator, is thrown into the generator that
+    yielded it, so a ``try`` around a ``yield`` works as expected.
+    """
+    stack: list[tuple[str, MonadicGenerator[Any]]] = [(name, generator)]
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        label, current = stack[-1]
+        try:
+            step = current.send(value) if error is None else current.throw(error)
+        except StopIteration as stop:
+            stack.pop()
+            if not stack:
+                result: T = stop.value
+                return result
+            value, error = stop.value, None
+            continue
+        except BaseException as raised:
+            stack.pop()
+            if not stack:
+                raise
+            value, error = None, raised
+            continue
+        value, error = _step(label, current, step, state, stack)
+        if not stack:
+            assert error is not None
+            raise error
+
+
+def _step(
+    label: str,
+    current: MonadicGenerator[Any],
+    step: object,
+    state: RunState,
+    stack: list[tuple[str, MonadicGenerator[Any]]],
+) -> tuple[Any, BaseException | None]:
+    """Run the leaf ``step`` or push its generator on ``stack``; return the
+    value or error to give ``current`` next."""
+    if not isinstance(step, MValue):
+        current.close()
+        stack.pop()
+        return None, MonadError(label, step)
+    if step._steps is not None:
+        stack.append((step._label, step._steps()))
+        return None, None
     try:
-        step = next(generator)
-        while True:
-            if not isinstance(step, MValue):
-                generator.close()
-                raise MonadError(name, step)
-            try:
-                result = step.run(state)
-            except BaseException as error:
-                step = generator.throw(error)
-            else:
-                step = generator.send(result)
-    except StopIteration as stop:
-        value: T = stop.value
-        return value
+        assert step._run is not None
+        return step._run(state), None
+    except BaseException as error:
+        return None, error
 
 
 def monadic(
@@ -163,10 +219,7 @@ def monadic(
 
     @functools.wraps(procedure)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> MValue[T]:
-        def run(state: RunState) -> T:
-            return _drive(name, procedure(*args, **kwargs), state)
-
-        return MValue(run, name)
+        return MValue(steps=lambda: procedure(*args, **kwargs), label=name)
 
     return wrapper
 
@@ -174,25 +227,39 @@ def monadic(
 def sequence(mvalues: Iterable[MValue[T]]) -> MValue[list[T]]:
     """Run ``mvalues`` in order and yield the list of their results."""
     items = list(mvalues)
-    return MValue(lambda state: [item.run(state) for item in items], "sequence")
+
+    def steps() -> MonadicGenerator[list[T]]:
+        results: list[T] = []
+        for item in items:
+            results.append((yield item))
+        return results
+
+    return MValue(steps=steps, label="sequence")
 
 
 def mapm(procedure: Callable[[U], MValue[T]], items: Iterable[U]) -> MValue[list[T]]:
     """Map the monadic ``procedure`` over ``items``, in order (Guix's ``mapm``)."""
     values = list(items)
-    return MValue(lambda state: [procedure(item).run(state) for item in values], "mapm")
+
+    def steps() -> MonadicGenerator[list[T]]:
+        results: list[T] = []
+        for item in values:
+            results.append((yield procedure(item)))
+        return results
+
+    return MValue(steps=steps, label="mapm")
 
 
 def mbegin(first: MValue[Any], *rest: MValue[Any]) -> MValue[Any]:
     """Run every value in order and yield the last one's result."""
 
-    def run(state: RunState) -> Any:
-        result = first.run(state)
+    def steps() -> MonadicGenerator[Any]:
+        result = yield first
         for mvalue in rest:
-            result = mvalue.run(state)
+            result = yield mvalue
         return result
 
-    return MValue(run, "mbegin")
+    return MValue(steps=steps, label="mbegin")
 
 
 def mwhen(condition: object, mvalue: MValue[T]) -> MValue[T | None]:
@@ -255,16 +322,17 @@ def mcached(table: Hashable, key: Hashable, make: Callable[[], MValue[T]]) -> MV
     The key should include whatever changes the result, such as the system.
     """
 
-    def run(state: RunState) -> T:
+    def steps() -> MonadicGenerator[T]:
+        state = yield current_state()
         entries = state.caches.setdefault(table, {})
         if key in entries:
             cached: T = entries[key]
             return cached
-        value = make().run(state)
+        value: T = yield make()
         entries[key] = value
         return value
 
-    return MValue(run, f"mcached {table}")
+    return MValue(steps=steps, label=f"mcached {table}")
 
 
 def text_file(

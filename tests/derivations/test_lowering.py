@@ -266,3 +266,15 @@ def test_references_graphs_and_allowed_references_are_lowered(
     graph = drv.env["exportReferencesGraph"].split()
     assert graph == ["closure", data_path, "deps", dep_drv.output_path()]
     assert drv.env["allowedReferences"].split() == ["out", data_path]
+
+
+def test_long_chains_of_objects_lower_in_one_go(store: LocalStore) -> None:
+    objects: list[Any] = [plain_file("seed", "0")]
+    for n in range(120):
+        objects.append(computed_file(f"link-{n}", gexp("print($x)", x=objects[-1])))
+
+    top = run_with_store(store, lower_object(objects[-1]))
+
+    assert isinstance(top, Derivation) and top.name == "link-119"
+    (below,) = top.input_derivations
+    assert below.endswith("-link-118.drv")

@@ -167,3 +167,38 @@ def test_mcached_runs_once_per_key_and_store_across_runs() -> None:
 def test_current_store_is_the_one_given() -> None:
     recorder = Recorder()
     assert run_with_store(recorder, current_store()) is recorder
+
+
+def test_deep_chains_run_without_exhausting_the_stack() -> None:
+    @monadic
+    def depth(n: int) -> Any:
+        if n == 0:
+            return 0
+        below = yield mcached("depth", n - 1, lambda: depth(n - 1))
+        both = yield mbind(mreturn(below), lambda value: mreturn(value + 1))
+        return both
+
+    assert run_with_store(Recorder(), depth(20_000)) == 20_000
+
+
+def test_errors_cross_nested_procedures_and_finally_runs() -> None:
+    recorder = Recorder()
+
+    @monadic
+    def inner() -> Any:
+        try:
+            yield record("inner")
+            yield 42
+        finally:
+            recorder.events.append("inner finally")
+
+    @monadic
+    def outer() -> Any:
+        try:
+            yield mbegin(record("before"), inner())
+        except MonadError as error:
+            return f"caught {error.value}"
+        return "not caught"
+
+    assert run_with_store(recorder, outer()) == "caught 42"
+    assert recorder.events == ["before", "inner", "inner finally"]
