@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -60,7 +61,7 @@ operating_system = replace(
 """
 
 FACTS = r"""
-import errno, json, os, socket, urllib.request
+import errno, json, os, socket, time, urllib.request
 
 def attempt(path):
     try:
@@ -69,6 +70,15 @@ def attempt(path):
         return "ok"
     except OSError as error:
         return errno.errorcode[error.errno]
+
+def fetch(url):
+    # A daemon counts as up once spawned: give the server time to listen.
+    for _ in range(100):
+        try:
+            return urllib.request.urlopen(url, timeout=5).read().decode()
+        except OSError:
+            time.sleep(0.1)
+    return "no answer"
 
 def read(path):
     with open(path) as port:
@@ -86,7 +96,7 @@ print(json.dumps({
     "hosts": read("/etc/hosts"),
     "current_system": os.readlink("/run/current-system"),
     "interfaces": sorted(os.listdir("/sys/class/net")),
-    "http": urllib.request.urlopen("http://127.0.0.1:8080/health", timeout=5).read().decode(),
+    "http": fetch("http://127.0.0.1:8080/health"),
     "store_write": attempt("STORE_DIR/intruder"),
     "share_write": attempt("/exchange/from-inside"),
     "expose_write": attempt("/exposed/from-inside"),
@@ -147,8 +157,17 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 
 
 def mountinfo() -> list[str]:
+    """Return the host's mounts that a container of these tests could leave:
+    on the temporary directory (where the runtime builds a root), under
+    pytest's ones or the store directory; other tests may mount elsewhere
+    meanwhile."""
+    prefixes = (tempfile.gettempdir() + "/pytest-of-", STORE_DIR)
     with open("/proc/self/mountinfo") as port:
-        return sorted(" ".join(line.split()[3:5]) for line in port)
+        mounts = [" ".join(line.split()[3:5]) for line in port]
+    temp = tempfile.gettempdir()
+    return sorted(
+        m for m in mounts if m.split()[1] == temp or m.split()[1].startswith(prefixes)
+    )
 
 
 def status_of(pid: int) -> dict[str, Any]:
