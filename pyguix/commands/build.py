@@ -29,6 +29,7 @@ derivations realised like any other.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -43,6 +44,8 @@ from store.errors import PyguixError
 from store.paths import StorePath
 
 __all__ = ["FileTargetError", "command", "load_file_targets"]
+
+logger = logging.getLogger(__name__)
 
 TARGETS_VARIABLE = "pyguix_build_targets"
 """The module-level list naming what ``pyguix build -f FILE`` builds by default."""
@@ -299,6 +302,8 @@ def command(
     """
     store = open_store(ctx)
     items = _resolve_targets(store, file, targets)
+    if file is not None:
+        _report_lowering(store)
     drvs = [item for item in items if not isinstance(item, str)]
 
     if derivations_only:
@@ -336,3 +341,16 @@ def command(
     if root_link:
         _add_roots(store, root_link, printed)
     sys.stdout.write("".join(f"{path}\n" for _, _, path in printed))
+
+
+def _report_lowering(store: Any) -> None:
+    """Log how many objects ``-f FILE`` lowered and how many the cache knew."""
+    from derivations.lowering import lowering_cache, lowering_stats
+
+    stats = lowering_stats(store)
+    if stats.damaged:
+        logger.warning(
+            "warning: ignored the damaged lowering cache '%s'",
+            lowering_cache(store).path,
+        )
+    logger.info("%d objects lowered, %d from cache", stats.misses, stats.hits)

@@ -185,3 +185,20 @@ def test_corrupt_cache_still_gives_the_same_derivations(
         assert damaged["damaged"]
     assert repaired["paths"] == damaged["paths"]
     assert (repaired["hits"], repaired["misses"]) == (len(OBJECTS), 0)
+
+
+def test_build_reports_what_it_lowered_and_what_the_cache_knew(store: Store) -> None:
+    options = ["--store-dir", store.store_dir, "--state-dir", store.state_dir]
+    command = [sys.executable, "-m", "pyguix", "-v", *options, "build", "-d"]
+    command += ["-f", str(PACKAGES), "bundle"]
+
+    def lowering_line() -> str:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        (line,) = [line for line in result.stderr.splitlines() if "lowered" in line]
+        return line
+
+    first = lowering_line()
+    assert not first.startswith("0 objects lowered")
+    assert first.endswith(", 0 from cache")
+    assert lowering_line().startswith("0 objects lowered, ")
