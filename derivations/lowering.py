@@ -24,10 +24,15 @@ one input pyguix does not track by content.  Builders run it as
 ``python -S -B -P BUILDER``: no ``site`` (no host site-packages, no user
 site), no bytecode written, no script directory on ``sys.path``; the
 variables ``PYTHONHASHSEED=0``, ``PYTHONDONTWRITEBYTECODE=1``,
-``LC_ALL=C.UTF-8`` and ``PYTHONIOENCODING=utf-8`` make it deterministic
-(``-I`` is not used, since it would ignore those variables; the build
-environment is the derivation's own anyway).  Scripts
-(:func:`gexp_to_script`) run outside builds with ``#!PYTHON -I``.
+``LC_ALL=C.UTF-8``, ``PYTHONIOENCODING=utf-8`` and ``SOURCE_DATE_EPOCH=1``
+(the time tools should stamp, as Guix's build systems set it) make it
+deterministic (``-I`` is not used, since it would ignore those variables;
+the build environment is the derivation's own anyway).  Scripts
+(:func:`gexp_to_script`) run outside builds with ``#!PYTHON -IB``: ``-B``
+because a script run by root would otherwise write ``__pycache__`` into
+the read-only module tree it imports, changing a valid store item.
+XXX: ``-I`` ignores ``PYTHONHASHSEED``, so a script run inside a build
+hashes strings with a random seed.
 
 A builder script is ``NAME-builder``, text added to the store whose
 references are the store items it names (sources and the module tree);
@@ -514,6 +519,7 @@ def _base_env(env_vars: Mapping[str, str] | None) -> dict[str, str]:
         "PYTHONHASHSEED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONIOENCODING": "utf-8",
+        "SOURCE_DATE_EPOCH": "1",
         "PYGUIX_INTERPRETER": bootstrap_interpreter().identity,
     }
     env.update(env_vars or {})
@@ -659,7 +665,7 @@ def gexp_to_script(
     name: str, g: Gexp, modules: Iterable[str] = (), *, system: str | None = None
 ) -> MValue[Derivation]:
     """Return a derivation whose output is an executable script running
-    ``g`` (Guix's ``gexp->script``): ``#!PYTHON -I``, a prologue putting
+    ``g`` (Guix's ``gexp->script``): ``#!PYTHON -IB``, a prologue putting
     the module tree on ``sys.path``, then the code; mode 0555, built
     locally, not substitutable."""
 
@@ -667,7 +673,7 @@ def gexp_to_script(
     def make() -> Any:
         item = yield imported_modules({*g.modules, *modules})
         interpreter = bootstrap_interpreter().path.replace("$", "$$")
-        header = f"#!{interpreter} -I\n# Script {name.replace('$', '$$')}.\nimport os\nimport sys\n"
+        header = f"#!{interpreter} -IB\n# Script {name.replace('$', '$$')}.\nimport os\nimport sys\n"
         if item is None:
             script = gexp(header + "\n$body\n", body=g)
         else:

@@ -8,8 +8,8 @@ derivation of a script (``gexp_to_script``) that boots it in a new
 container through :func:`builders.container.call_with_container`.
 
 The script embeds, as data, the system directory, the specs of the file
-systems needed at boot (``/`` excepted), the host name, the store directory,
-the store's root and whether the network is shared.  It carries the module
+systems needed at boot (``/`` excepted), the host name, the store directory
+and whether the network is shared.  It carries the module
 closure of the container runtime (:mod:`builders.container` and what it
 imports, :mod:`builders.bootstrap` to find the interpreter) in the store,
 nothing of ``system``.
@@ -34,11 +34,14 @@ init's exit code, 128 plus a signal when it was killed, 1 when the
 container could not be set up, 1 for a bad option.
 
 A chroot store (``pyguix --root DIR``) keeps the store physically under
-``DIR`` while its items name the logical store directory.  The script bakes
-``DIR`` in, finds its modules and binds the store from there, and mounts the
-store at its logical directory in the container, where the system's programs
-expect it.  Setting ``PYGUIX_ROOT`` when running the script overrides the
-baked root (an empty value means the store is where its items say).
+``DIR`` while its items name the logical store directory.  The script takes
+``DIR`` from its own real path (what precedes the store directory there),
+finds its modules and binds the store from there, and mounts the store at
+its logical directory in the container, where the system's programs expect
+it.  The root is not baked in: the same system built in stores under two
+roots gives the same script, bit for bit.  Setting ``PYGUIX_ROOT`` when
+running the script overrides the root found (an empty value means the store
+is where its items say).
 
 The interpreter running the script, found with
 :func:`builders.bootstrap.interpreter_paths`, is bound read-only at its own
@@ -73,9 +76,15 @@ STORE_DIR = $store_dir
 
 
 def physical_store_root():
-    # Where the store's items physically are: the baked root unless
-    # PYGUIX_ROOT is set (empty: no root).
-    return os.environ.get(ROOT_VARIABLE, $root or "")
+    # Where the store's items physically are: PYGUIX_ROOT if set (empty:
+    # no root), else what precedes the store directory in this script's
+    # real path (a chroot store's root), else no root.
+    if ROOT_VARIABLE in os.environ:
+        return os.environ[ROOT_VARIABLE]
+    here = os.path.dirname(os.path.realpath(__file__))
+    if here.endswith(STORE_DIR) and here != STORE_DIR:
+        return here[: -len(STORE_DIR)]
+    return ""
 
 
 def find_modules():
@@ -277,7 +286,6 @@ def container_script(
         shared_network=shared_network,
         specs=_boot_specs(container, store.store_dir),
         store_dir=store.store_dir,
-        root=store.root,
     )
     script = with_imported_modules(RUNTIME_MODULES, body)
     drv = yield gexp_to_script(SCRIPT_NAME, script)

@@ -254,7 +254,7 @@ def test_program_file_is_an_executable_script(
 
     script = Path(drv.output_path())
     assert os.stat(script).st_mode & 0o777 == 0o555
-    assert script.read_text().startswith(f"#!{drv.builder} -I\n")
+    assert script.read_text().startswith(f"#!{drv.builder} -IB\n")
     from store import base32
 
     output = subprocess.run(
