@@ -17,6 +17,11 @@ and optionally ``mappings``):
     given to the script at run time instead of being baked in, so the same
     script serves every run; the exit status is the container's.
 
+With ``--check``, every derivation of the closure (not only the system's
+or the script's) is rebuilt and compared with its valid outputs, as
+``pyguix build --check`` does for the derivations it is given; the command
+fails with status 104 if one differs.
+
 Progress goes to standard error; with a chroot store (global ``--root``)
 the script knows where the store physically is (see
 :mod:`system.container_script`).
@@ -122,12 +127,33 @@ def _build(
 
     from builders.progress import make_reporter
 
+    targets = _closure_derivations(store, drv.path) if check else [drv.path]
     result = realise(
-        store, [drv.path], jobs=jobs, check=check, reporter=make_reporter(sys.stderr)
+        store, targets, jobs=jobs, check=check, reporter=make_reporter(sys.stderr)
     )
+    if check:
+        _report_checks(result.checked)
     if not result.built and not check:
         click.echo("nothing to build", err=True)
     return str(result.outputs[drv.path]["out"])
+
+
+def _closure_derivations(store: Any, drv_path: str) -> list[str]:
+    """Return every derivation ``drv_path`` needs, itself included, sorted:
+    ``--check`` rebuilds the whole closure, not only the top one."""
+    from derivations.graph import store_derivation_graph
+
+    return sorted(store_derivation_graph(store, [drv_path]).nodes)
+
+
+def _report_checks(checked: Sequence[Any]) -> None:
+    """Say how many derivations were rebuilt bit-identical (fixed-output
+    ones are not rebuilt: their hash is their check)."""
+    rebuilt = [c for c in checked if c.skipped is None]
+    click.echo(
+        f"checked {len(rebuilt)} derivations: every rebuild is bit-identical",
+        err=True,
+    )
 
 
 def _show_plan(store: Any, drv_path: str) -> None:
