@@ -16,9 +16,13 @@ that a valid item still refers to: the closure of a valid item is valid.
 The database runs in WAL mode with a busy timeout and foreign keys on, and
 ``synchronous=NORMAL`` as Nix's defaults have it (``FULL`` when the store
 flushes items): a killed process never loses a committed transaction, and a
-power failure may lose the last ones but never corrupts the database.  Every write is one explicit ``BEGIN IMMEDIATE``
-transaction, so an item and its references become valid together or not at
-all.  The schema version is SQLite's ``user_version``.
+power failure may lose the last ones but never corrupts the database.
+Every write is one explicit ``BEGIN IMMEDIATE`` transaction, so an item and
+its references become valid together or not at all.  A write made while a
+transaction is open (a batch of adds, :meth:`Database.begin`) becomes a
+savepoint inside it: it fails alone, and it becomes durable, visible to
+other connections, only when the outer transaction commits.  The schema
+version is SQLite's ``user_version``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ __all__ = ["SCHEMA_VERSION", "Database", "DatabaseError", "PathInfo"]
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 600_000
+
+_FEW = 16
+"""Up to this many paths are passed as parameters, more as one JSON array."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ValidPaths (
@@ -138,6 +145,10 @@ class Database:
 
     def _migrate(self) -> None:
         """Create the schema on first use; refuse a newer one."""
+        # An up-to-date database is opened without waiting for writers.
+        (version,) = self.connection.execute("PRAGMA user_version").fetchone()
+        if version == SCHEMA_VERSION:
+            return
         with self.transaction():
             (version,) = self.connection.execute("PRAGMA user_version").fetchone()
             if version > SCHEMA_VERSION:
@@ -153,14 +164,43 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Run the block in one ``BEGIN IMMEDIATE`` transaction."""
-        self.connection.execute("BEGIN IMMEDIATE")
+        """Run the block in one ``BEGIN IMMEDIATE`` transaction, or in a
+        savepoint of the transaction already open."""
+        run = self.connection.execute
+        if self.connection.in_transaction:
+            run("SAVEPOINT pyguix_write")
+            try:
+                yield self.connection
+            except BaseException:
+                run("ROLLBACK TO pyguix_write")
+                run("RELEASE pyguix_write")
+                raise
+            run("RELEASE pyguix_write")
+            return
+        run("BEGIN IMMEDIATE")
         try:
             yield self.connection
         except BaseException:
-            self.connection.execute("ROLLBACK")
+            run("ROLLBACK")
             raise
+        run("COMMIT")
+
+    def begin(self) -> None:
+        """Open a transaction that later writes join, until :meth:`commit`.
+
+        It takes SQLite's write lock at once: other writers wait (up to the
+        busy timeout) until it ends, readers do not.
+        """
+        self.connection.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        """Commit the transaction opened by :meth:`begin`."""
         self.connection.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """Abandon the transaction opened by :meth:`begin`, if still open."""
+        if self.connection.in_transaction:
+            self.connection.execute("ROLLBACK")
 
     def close(self) -> None:
         """Close the connection."""
@@ -170,9 +210,14 @@ class Database:
 
     def query_valid(self, paths: Iterable[str]) -> set[str]:
         """Return those of ``paths`` that are valid, in one query."""
+        chosen = list(paths)
+        if len(chosen) <= _FEW:
+            marks = ", ".join("?" * len(chosen))
+            sql = f"SELECT path FROM ValidPaths WHERE path IN ({marks})"
+            return {row[0] for row in self.connection.execute(sql, chosen)}
         rows = self.connection.execute(
             "SELECT path FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))",
-            (_json(paths),),
+            (_json(chosen),),
         )
         return {row[0] for row in rows}
 
@@ -297,55 +342,64 @@ class Database:
         """Make ``infos`` valid with their references, in one transaction.
 
         Registering an already valid path updates its metadata (as Nix's
-        ``registerValidPaths``).
+        ``registerValidPaths``).  Every row goes in before any reference, so
+        ``infos`` may refer to each other in any order.
 
         :raises DatabaseError: when a reference is neither valid nor among
             ``infos``; nothing is registered then.
         """
+        infos = list({info.path: info for info in infos}.values())
         with self.transaction() as db:
-            for info in infos:
-                self._upsert(db, info)
-            for info in infos:
-                self._set_references(db, info)
-
-    def _upsert(self, db: sqlite3.Connection, info: PathInfo) -> None:
-        values = (
-            info.nar_hash.to_string("base16"),
-            info.registration_time,
-            info.deriver,
-            info.nar_size,
-            info.ca,
-        )
-        updated = db.execute(
-            "UPDATE ValidPaths SET hash = ?, registrationTime = ?, deriver = ?, "
-            "narSize = ?, ca = ? WHERE path = ?",
-            (*values, info.path),
-        )
-        if updated.rowcount == 0:
-            db.execute(
-                "INSERT INTO ValidPaths (path, hash, registrationTime, deriver, "
-                "narSize, ca) VALUES (?, ?, ?, ?, ?, ?)",
-                (info.path, *values),
+            idents = [self._upsert(db, info) for info in infos]
+            db.executemany(
+                "DELETE FROM Refs WHERE referrer = ?", [(i,) for i in idents]
             )
+            pairs = [
+                (ident, reference)
+                for ident, info in zip(idents, infos, strict=True)
+                for reference in info.references
+            ]
+            found = db.executemany(
+                "INSERT INTO Refs (referrer, reference) "
+                "SELECT ?, id FROM ValidPaths WHERE path = ?",
+                pairs,
+            )
+            if found.rowcount != len(pairs):
+                self._report_missing(infos)
 
-    def _set_references(self, db: sqlite3.Connection, info: PathInfo) -> None:
-        (ident,) = db.execute(
-            "SELECT id FROM ValidPaths WHERE path = ?", (info.path,)
-        ).fetchone()
-        db.execute("DELETE FROM Refs WHERE referrer = ?", (ident,))
-        found = db.execute(
-            "INSERT INTO Refs (referrer, reference) SELECT ?, id FROM ValidPaths "
-            "WHERE path IN (SELECT value FROM json_each(?))",
-            (ident, _json(info.references)),
-        )
-        if found.rowcount != len(info.references):
-            missing = sorted(set(info.references) - self.query_valid(info.references))
-            raise DatabaseError(
-                f"cannot register '{info.path}': its reference '{missing[0]}' "
-                "is not valid",
-                "add or register the references first, or in the same batch",
+    def _upsert(self, db: sqlite3.Connection, info: PathInfo) -> int:
+        """Insert or update the row of ``info``; return its id."""
+        row = db.execute(
+            "INSERT INTO ValidPaths (path, hash, registrationTime, deriver, "
+            "narSize, ca) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (path) DO UPDATE SET hash = excluded.hash, "
+            "registrationTime = excluded.registrationTime, "
+            "deriver = excluded.deriver, narSize = excluded.narSize, "
+            "ca = excluded.ca RETURNING id",
+            (
                 info.path,
-            )
+                info.nar_hash.to_string("base16"),
+                info.registration_time,
+                info.deriver,
+                info.nar_size,
+                info.ca,
+            ),
+        ).fetchone()
+        ident: int = row[0]
+        return ident
+
+    def _report_missing(self, infos: Sequence[PathInfo]) -> None:
+        """Raise for the first info with a reference that has no row."""
+        for info in infos:
+            missing = sorted(set(info.references) - self.query_valid(info.references))
+            if missing:
+                raise DatabaseError(
+                    f"cannot register '{info.path}': its reference '{missing[0]}' "
+                    "is not valid",
+                    "add or register the references first, or in the same batch",
+                    info.path,
+                )
+        raise AssertionError("a reference went missing during registration")
 
     def register_outputs(self, drv_path: str, outputs: dict[str, str]) -> None:
         """Record ``outputs`` (name to path) of the valid derivation ``drv_path``."""

@@ -6,6 +6,13 @@ and the NAR hash recorded for it in one pass over the source;
 :func:`copy_tree` copies only what a NAR records (contents, symlinks, the
 executable bit); :func:`fsync_tree` flushes a new item before it is
 registered.
+
+A single-file item given as bytes (a text) takes a shorter way:
+:func:`write_file` creates it canonical (mode ``0444``, dated 1) through one
+descriptor, and :func:`file_nar_hash` hashes its NAR from the bytes in
+memory, which for a regular file is the framing below around the contents::
+
+    "nix-archive-1" "(" "type" "regular" "contents" <contents> ")"
 """
 
 from __future__ import annotations
@@ -16,11 +23,58 @@ import shutil
 import stat
 
 from store import nar
-from store.canonical import UnsupportedFileError
+from store.canonical import CANONICAL_MTIME, UnsupportedFileError
 from store.errors import StoreError
 from store.hash import Hash
+from store.nar.grammar import MAGIC, padding, token
 
-__all__ = ["copy_tree", "fsync", "fsync_tree", "hash_source"]
+__all__ = [
+    "copy_tree",
+    "file_nar_hash",
+    "fsync",
+    "fsync_tree",
+    "hash_source",
+    "write_file",
+]
+
+_FILE_HEAD = b"".join(token(t) for t in (MAGIC, b"(", b"type", b"regular", b"contents"))
+"""The NAR of a regular, non-executable file, up to its contents' token."""
+
+_CLOSE = token(b")")
+
+
+def file_nar_hash(data: bytes) -> tuple[Hash, int]:
+    """Return the NAR hash and NAR size of a non-executable file holding
+    ``data``, as :func:`store.nar.hash_path` would find it on disk."""
+    hasher = hashlib.sha256(_FILE_HEAD)
+    hasher.update(len(data).to_bytes(8, "little"))
+    hasher.update(data)
+    tail = padding(len(data)) + _CLOSE
+    hasher.update(tail)
+    size = len(_FILE_HEAD) + 8 + len(data) + len(tail)
+    return Hash("sha256", hasher.digest()), size
+
+
+def write_file(path: str, data: bytes, durable: bool) -> None:
+    """Create ``path`` holding ``data``, canonical: mode ``0444``, dated 1.
+
+    :param durable: flush the file to disk before closing it.
+    :raises FileExistsError: when ``path`` exists.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+        # The mode given to open went through the umask; the time must
+        # come after the last write.
+        os.fchmod(fd, 0o444)
+        os.utime(fd, (CANONICAL_MTIME, CANONICAL_MTIME))
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def fsync_tree(path: str) -> None:

@@ -6,7 +6,7 @@ A store has a logical *store directory*, hashed into every store path, and a
     db/db.sqlite        the database (see store.database)
     gcroots/            permanent GC roots (see store.roots)
     temproots/<pid>     temporary roots of running processes
-    adding/             one locked file per add in progress (crash recovery)
+    adding/             locked records of builds and imports in progress
     gc.lock             taken shared by adders, exclusive by the collector
 
 With a *root*, both live physically under it (a chroot store): the item
@@ -17,16 +17,43 @@ half-written is ever valid:
 
 1. compute the store path (hashing the source);
 2. take the GC lock shared, add a temporary root, return if already valid;
-3. record the add in ``adding/<temp>`` (locked), lock ``<path>.lock``,
-   check validity again;
-4. write the item under ``<store>/.tmp-...``, canonicalise it, hash it
-   again, fsync it;
+3. for a tree or file copied from disk, lock ``<path>.lock`` and check
+   validity again;
+4. write the item as ``<store>/.tmp-<pid>-<hash part>``, canonical, hash it
+   (a text from its bytes in memory, a copy from disk), flush it when
+   durable;
 5. rename it into place, then register it with its references in one
-   transaction.
+   transaction;
+6. drop the GC lock.
 
-A process killed anywhere leaves at worst a temporary entry or an item
-without a database row.  Both are recognised by their ``adding/`` record,
-whose lock died with the process, and removed when the store is next opened.
+Crash recovery.  The temporary root of step 2 doubles as the record of the
+add: the roots file of a process lives as long as the process (it is
+``flock``-ed), so a roots file whose lock is free lists everything a dead
+process may have left half-added.  Recovery reads those files, removes each
+``.tmp-<pid>-<hash part>`` entry they imply and each listed item that is on
+disk but not valid (unless a build holds its path lock), then deletes the
+file.  It runs only while holding the GC lock exclusive, as the collector
+does: every adder holds it shared from step 2 to step 6, so recovery never
+sees an add in progress, whatever the pids.  The store takes the lock at
+open without waiting, and leaves recovery to a later open or to the
+collector (``gc``, ``verify --repair``) when others are adding.  A pid
+reused by a new process truncates the dead file it inherits; what that
+file listed is then garbage for the collector, as in Nix, which keeps no
+record at all.  Builds and imports still use locked records in
+``adding/``, recovered under the same lock.
+
+Text items take no path lock.  Their path is the hash of their bytes and
+references, so every writer of one writes the same bytes, and renaming a
+temporary file over the target replaces it atomically: a racing adder never
+removes what another one placed.  Copied trees keep the path lock, because
+a fixed-output build may be producing the same path.
+
+The GC lock is held per add, or per batch (:meth:`LocalStore.batch`), on a
+descriptor kept open (:class:`store.locks.SharedLock`): a collector waits
+for one add or one batch, never for a process to exit, whereas a lock held
+for the life of the store object would starve ``gc`` behind any long-lived
+process.  A batch also keeps one database transaction open, so its items
+become valid together when it ends, or, after a crash, not at all.
 """
 
 from __future__ import annotations
@@ -38,7 +65,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Literal
 
 from store import nar
@@ -46,29 +74,51 @@ from store.canonical import canonicalise, remove_tree
 from store.database import Database, PathInfo
 from store.errors import StoreError
 from store.hash import ALGORITHMS, Hash
-from store.ingest import copy_tree, fsync, fsync_tree, hash_source
-from store.locks import FileLock, LockBusyError, PathLocks, lock_file
+from store.ingest import (
+    copy_tree,
+    file_nar_hash,
+    fsync,
+    fsync_tree,
+    hash_source,
+    write_file,
+)
+from store.locks import (
+    FileLock,
+    LockBusyError,
+    PathLocks,
+    SharedLock,
+    held,
+    lock_file,
+    try_remove_stale_lock,
+)
 from store.paths import StorePath, make_fixed_output_path, make_text_path
-from store.roots import TempRoots, make_indirect_root
+from store.roots import TempRoots, abandoned_roots, make_indirect_root
 
-__all__ = ["Adding", "LocalStore", "PathInfo", "TEMP_PREFIX", "pause_point"]
+__all__ = ["Adding", "LocalStore", "PathInfo", "TEMP_PREFIX", "TextItem", "pause_point"]
 
 logger = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".tmp-"
 """Names of entries being written or deleted in the store directory."""
 
+TextItem = tuple[str, str | bytes, Iterable[str | StorePath]]
+"""A text to add: its name, its contents and its references."""
+
 _temp_roots: dict[str, TempRoots] = {}
 _temp_roots_lock = threading.Lock()
+
+
+_PAUSE_AT = os.environ.get("PYGUIX_PAUSE_AT")
 
 
 def pause_point(name: str) -> None:
     """Stop for a while at ``name`` when ``PYGUIX_PAUSE_AT`` names it.
 
-    Crash tests set ``PYGUIX_PAUSE_AT=NAME`` to kill an adder at a chosen
-    step; the process prints ``paused NAME`` on stderr and sleeps.
+    Crash tests set ``PYGUIX_PAUSE_AT=NAME`` (read once, at import) to kill
+    an adder at a chosen step; the process prints ``paused NAME`` on stderr
+    and sleeps.
     """
-    if os.environ.get("PYGUIX_PAUSE_AT") == name:
+    if name == _PAUSE_AT:
         os.write(2, f"paused {name}\n".encode())
         time.sleep(float(os.environ.get("PYGUIX_PAUSE_SECONDS", "60")))
 
@@ -89,6 +139,38 @@ class Adding:
             os.fsync(self.record.fd)
 
 
+@dataclass(frozen=True)
+class _Text:
+    """A text to add, its path computed."""
+
+    path: StorePath
+    data: bytes
+    references: frozenset[str]
+    ca: str
+
+
+@dataclass
+class _Batch:
+    """What a batch holds until its transaction ends."""
+
+    locks: list[PathLocks] = field(default_factory=list)
+    """Path locks of copied items, released after the commit."""
+
+    placed: int = 0
+    """How many items were renamed into place (to flush the directory)."""
+
+
+def _text_item(
+    name: str, text: str | bytes, references: Iterable[str | StorePath], store_dir: str
+) -> _Text:
+    """Compute the path of a text, as Nix's ``addTextToStore`` names it."""
+    data = text.encode() if isinstance(text, str) else text
+    refs = frozenset(str(r) for r in references)
+    digest = hashlib.sha256(data).digest()
+    path = make_text_path(name, digest, refs, store_dir)
+    return _Text(path, data, refs, f"text:{Hash('sha256', digest).to_string()}")
+
+
 class LocalStore:
     """A store on the local file system.
 
@@ -102,7 +184,7 @@ class LocalStore:
         item valid and complete, or absent.
 
     Creates the directories and the database on first use, and removes what
-    crashed adds left behind.
+    crashed adds left behind (see :meth:`recover`).
     """
 
     def __init__(
@@ -124,6 +206,9 @@ class LocalStore:
         for directory in (self.real_store_dir, *self._state_dirs()):
             os.makedirs(directory, exist_ok=True)
         self.db = Database(self.state_file("db", "db.sqlite"), durable=self.fsync)
+        self._gc_shared = SharedLock(self.state_file("gc.lock"))
+        self._exclusive_holds = 0
+        self._batch: _Batch | None = None
         self.recover()
 
     def _state_dirs(self) -> list[str]:
@@ -148,8 +233,10 @@ class LocalStore:
         return StorePath.from_string(text, self.store_dir)
 
     def close(self) -> None:
-        """Close the database (temporary roots live as long as the process)."""
+        """Close the database and the GC lock (temporary roots live as long
+        as the process)."""
         self.db.close()
+        self._gc_shared.close()
 
     def __enter__(self) -> LocalStore:
         return self
@@ -232,9 +319,8 @@ class LocalStore:
             )
             for info in infos
         ]
-        with self.gc_lock(shared=True):
-            for info in stamped:
-                self._add_temp_root_locked(info.path)
+        with self._gc_shared.hold():
+            self._temp_roots().add_many(info.path for info in stamped)
             self.db.register(stamped)
 
     def register_derivation_outputs(
@@ -264,11 +350,19 @@ class LocalStore:
         finally:
             locks.release()
 
-    def gc_lock(
-        self, shared: bool, wait: bool = True
-    ) -> AbstractContextManager[FileLock]:
-        """Hold the global GC lock, shared (adders) or exclusive (collector)."""
-        return _held(lock_file(self.state_file("gc.lock"), shared=shared, wait=wait))
+    @contextmanager
+    def gc_lock(self, shared: bool, wait: bool = True) -> Iterator[FileLock]:
+        """Hold the global GC lock, shared (adders) or exclusive (collector).
+
+        While this store holds it exclusive, :meth:`recover` runs in full.
+        """
+        lock = lock_file(self.state_file("gc.lock"), shared=shared, wait=wait)
+        self._exclusive_holds += not shared
+        try:
+            yield lock
+        finally:
+            self._exclusive_holds -= not shared
+            lock.release()
 
     def _temp_roots(self) -> TempRoots:
         key = self.state_file("temproots")
@@ -288,13 +382,18 @@ class LocalStore:
         Check validity after this call: a collection that ran just before
         may have removed the item.
         """
-        with self.gc_lock(shared=True):
-            self._add_temp_root_locked(str(path))
+        with self._gc_shared.hold():
+            self._temp_roots().add(str(path))
+
+    def add_temp_roots(self, paths: Iterable[str | StorePath]) -> None:
+        """Add temporary roots for ``paths`` under one hold of the GC lock."""
+        with self._gc_shared.hold():
+            self._temp_roots().add_many(str(p) for p in paths)
 
     def clear_temp_roots(self) -> None:
         """Drop every temporary root this process holds (a long-running
         process that no longer uses the items it added)."""
-        with self.gc_lock(shared=True):
+        with self._gc_shared.hold():
             self._temp_roots().clear()
 
     def add_permanent_root(self, link: str, path: str | StorePath) -> None:
@@ -302,7 +401,51 @@ class LocalStore:
         self.parse_path(str(path))
         make_indirect_root(self.state_file("gcroots"), link, str(path))
 
-    # -- Adding ----------------------------------------------------------------
+    # -- Adding texts ------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Add items in the block under one hold of the GC lock and in one
+        database transaction.
+
+        Items added in the block are on disk at once and valid for this
+        store object (queries see them), but become valid for other
+        processes only when the block ends.  An exception in the block
+        still registers the items added before it (each is complete); a
+        process killed in the block registers none, and recovery removes
+        them.  The collector, and other processes' registrations, wait for
+        the block: keep it to one burst of adds, such as writing the
+        derivations of one lowering.  Nested batches join the outer one.
+        """
+        if self._batch is not None:
+            yield
+            return
+        with self._gc_shared.hold():
+            batch = self._batch = _Batch()
+            try:
+                self.db.begin()
+                try:
+                    yield
+                finally:
+                    self._commit(batch)
+            finally:
+                for locks in batch.locks:
+                    locks.release()
+                self._batch = None
+
+    def _commit(self, batch: _Batch) -> None:
+        """Make the batch's registrations valid, flushed first when durable."""
+        try:
+            pause_point("before-commit")
+            if self.fsync and batch.placed:
+                fsync(self.real_store_dir)
+            self.db.commit()
+            pause_point("after-commit")
+        except BaseException:
+            # XXX: items already renamed into place stay on disk, invalid,
+            # until the collector removes them.
+            self.db.rollback()
+            raise
 
     def add_text(
         self, name: str, text: str | bytes, references: Iterable[str | StorePath] = ()
@@ -311,24 +454,127 @@ class LocalStore:
 
         :raises StoreError: when a reference is not valid.
         """
-        data = text.encode() if isinstance(text, str) else text
-        refs = frozenset(str(r) for r in references)
-        digest = hashlib.sha256(data).digest()
-        path = make_text_path(name, digest, refs, self.store_dir)
-        missing = refs - self.query_valid(refs)
-        if missing:
-            raise StoreError(
-                f"cannot add '{path}': its reference '{min(missing)}' is not valid",
-                "add the referenced items first",
+        item = _text_item(name, text, references, self.store_dir)
+        path = str(item.path)
+        with self._gc_shared.hold():
+            self._temp_roots().add(path)
+            valid = self.db.query_valid([path, *item.references])
+            if path in valid:
+                return item.path
+            _check_references(item, valid, set())
+            pause_point("locked")
+            info = self._write_text(item)
+            if info is not None:
+                pause_point("before-register")
+                self.db.register([info])
+                pause_point("after-register")
+        return item.path
+
+    def add_texts(self, items: Iterable[TextItem]) -> list[StorePath]:
+        """Add many texts, each as :meth:`add_text` would, in one batch.
+
+        Each text may refer to valid items and to texts before it in
+        ``items``.  All are checked before anything is written, then those
+        not yet valid are written and registered in one transaction: after a
+        crash, either all of them are valid or none.
+
+        :returns: the paths of ``items``, in order.
+        :raises StoreError: when a reference is neither valid nor earlier
+            in ``items``; nothing is added then.
+        """
+        texts = [_text_item(*item, self.store_dir) for item in items]
+        paths = [str(text.path) for text in texts]
+        with self.batch():
+            self._temp_roots().add_many(paths)
+            references = {r for text in texts for r in text.references}
+            valid = self.db.query_valid({*paths, *references})
+            earlier: set[str] = set()
+            for text in texts:
+                _check_references(text, valid, earlier)
+                earlier.add(str(text.path))
+            self._write_texts([t for t in texts if str(t.path) not in valid])
+        return [text.path for text in texts]
+
+    def _write_texts(self, texts: Sequence[_Text]) -> None:
+        """Write ``texts`` and register them in one statement group."""
+        infos: list[PathInfo] = []
+        done: set[str] = set()
+        for text in texts:
+            if str(text.path) in done:
+                continue
+            done.add(str(text.path))
+            pause_point("locked")
+            info = self._write_text(text, before=infos)
+            if info is None:
+                infos = []
+            else:
+                infos.append(info)
+        pause_point("before-register")
+        self.db.register(infos)
+        pause_point("after-register")
+
+    def _write_text(
+        self, text: _Text, before: Sequence[PathInfo] = ()
+    ) -> PathInfo | None:
+        """Place ``text`` in the store; return its metadata to register.
+
+        When its place holds a directory (junk from a crash), add it the
+        slow way under its path lock instead, after registering ``before``
+        (what it may refer to), and return ``None``.
+        """
+        temp = self._temp_name(text.path)
+        target = self.physical(text.path)
+        try:
+            try:
+                write_file(temp, text.data, self.fsync)
+            except FileExistsError:
+                remove_tree(temp)  # left by a dead process with our pid
+                write_file(temp, text.data, self.fsync)
+            pause_point("after-write")
+            pause_point("before-rename")
+            os.rename(temp, target)
+        except IsADirectoryError:
+            remove_tree(temp)
+            self.db.register(before)
+            data = text.data
+            self._add_item(
+                text.path,
+                lambda temp: write_file(temp, data, self.fsync),
+                None,
+                text.references,
+                text.ca,
             )
+            return None
+        except BaseException:
+            remove_tree(temp)
+            raise
+        self._placed()
+        nar_hash, nar_size = file_nar_hash(text.data)
+        return PathInfo(
+            str(text.path),
+            nar_hash,
+            nar_size,
+            text.references,
+            None,
+            int(time.time()),
+            text.ca,
+        )
 
-        def write(temp: str) -> None:
-            with open(temp, "xb") as file:
-                file.write(data)
+    def _placed(self) -> None:
+        """Flush the store directory after a rename, or count it for the
+        batch to flush once."""
+        if self._batch is not None:
+            self._batch.placed += 1
+        elif self.fsync:
+            fsync(self.real_store_dir)
 
-        ca = f"text:{Hash('sha256', digest).to_string()}"
-        self._add_item(path, write, None, refs, ca)
-        return path
+    def _temp_name(self, path: StorePath) -> str:
+        """Return the physical temporary name this process writes ``path`` under."""
+        return os.path.join(
+            self.real_store_dir, f"{TEMP_PREFIX}{os.getpid()}-{path.hash_part}"
+        )
+
+    # -- Adding trees ------------------------------------------------------------
 
     def add_path(
         self,
@@ -385,17 +631,16 @@ class LocalStore:
     ) -> None:
         """Write (with ``write``), check and register ``path``, unless valid."""
         text = str(path)
-        with self.gc_lock(shared=True):
-            self._add_temp_root_locked(text)
+        with self._gc_shared.hold():
+            self._temp_roots().add(text)
             if self.is_valid(text):
                 return
-            # The record comes first, so that a crash at any later point,
-            # even while creating the lock file, is recovered.
-            with self.adding(path) as entry, self.lock_paths([text]):
+            locks = PathLocks([self.lock_file_of(text)])
+            try:
                 if self.is_valid(text):
                     return
                 pause_point("locked")
-                nar_hash, nar_size = self._write_item(path, entry, write, expected)
+                nar_hash, nar_size = self._write_item(path, write, expected)
                 pause_point("before-register")
                 info = PathInfo(
                     text, nar_hash, nar_size, references, None, int(time.time()), ca
@@ -406,16 +651,21 @@ class LocalStore:
                     remove_tree(self.physical(path))
                     raise
                 pause_point("after-register")
+            finally:
+                # In a batch, the item is not valid for others until the
+                # commit: keep it locked until then.
+                if self._batch is not None:
+                    self._batch.locks.append(locks)
+                else:
+                    locks.release()
 
     def _write_item(
         self,
         path: StorePath,
-        entry: Adding,
         write: Callable[[str], None],
         expected: tuple[Hash, int] | None,
     ) -> tuple[Hash, int]:
-        """Write ``path`` under the temporary name of ``entry``, then move it
-        into place.
+        """Write ``path`` under its temporary name, then move it into place.
 
         The caller holds the path lock.  Returns the NAR hash and size.
         """
@@ -423,27 +673,32 @@ class LocalStore:
         if os.path.lexists(target):
             logger.info("removing invalid '%s' before adding it", path)
             remove_tree(target)
-        temp = entry.temp
-        write(temp)
-        pause_point("after-write")
-        canonicalise(temp)
-        nar_hash, nar_size = nar.hash_path(temp)
-        if expected is not None and (nar_hash, nar_size) != expected:
-            raise StoreError(
-                f"cannot add '{path}': its source changed while it was copied",
-                "retry once the source is no longer being modified",
-            )
-        if self.fsync:
-            fsync_tree(temp)
-        pause_point("before-rename")
-        os.rename(temp, target)
-        if self.fsync:
-            fsync(self.real_store_dir)
+        temp = self._temp_name(path)
+        remove_tree(temp)  # left by a dead process with our pid
+        try:
+            write(temp)
+            pause_point("after-write")
+            canonicalise(temp)
+            nar_hash, nar_size = nar.hash_path(temp)
+            if expected is not None and (nar_hash, nar_size) != expected:
+                raise StoreError(
+                    f"cannot add '{path}': its source changed while it was copied",
+                    "retry once the source is no longer being modified",
+                )
+            if self.fsync:
+                fsync_tree(temp)
+            pause_point("before-rename")
+            os.rename(temp, target)
+        except BaseException:
+            remove_tree(temp)
+            raise
+        self._placed()
         return nar_hash, nar_size
 
     @contextmanager
     def adding(self, path: StorePath | None) -> Iterator[Adding]:
-        """Give a fresh temporary name in the store, recorded in ``adding/``.
+        """Give a fresh temporary name in the store, recorded in ``adding/``
+        (for builds and imports, which hold it longer than one add).
 
         On error the temporary entry is removed; if the process dies, the
         record's lock dies with it and :meth:`recover` cleans up.
@@ -463,7 +718,32 @@ class LocalStore:
 
     def recover(self) -> list[str]:
         """Remove what dead adders left: temporary entries and unregistered
-        items they were adding.  Return what was removed."""
+        items they were adding.  Return what was removed.
+
+        This needs the GC lock exclusive, so that no add is in progress: it
+        is taken without waiting, or already held through :meth:`gc_lock`.
+        While other processes add, nothing is done; the next open of the
+        store or the next collection does it.
+        """
+        if self._exclusive_holds:
+            return self._recover_locked()
+        try:
+            lock = lock_file(self.state_file("gc.lock"), wait=False)
+        except LockBusyError:
+            logger.debug("leaving crash recovery for later: the store is in use")
+            return []
+        with held(lock):
+            return self._recover_locked()
+
+    def _recover_locked(self) -> list[str]:
+        removed = self._recover_records()
+        with abandoned_roots(self.state_file("temproots")) as dead:
+            for pid, paths in dead:
+                removed += self._recover_roots(pid, paths)
+        return removed
+
+    def _recover_records(self) -> list[str]:
+        """Clean up after dead builds and imports, from their ``adding/`` records."""
         removed: list[str] = []
         adding = self.state_file("adding")
         for record in sorted(os.listdir(adding)):
@@ -485,16 +765,42 @@ class LocalStore:
         if os.path.lexists(temp):
             remove_tree(temp)
             removed.append(temp)
-        if not base_name:
-            return removed
-        path = os.path.join(self.store_dir, base_name)
-        try:
-            with self.lock_paths([path], wait=False):
-                if os.path.lexists(self.physical(path)) and not self.is_valid(path):
-                    remove_tree(self.physical(path))
-                    removed.append(self.physical(path))
-        except LockBusyError:
-            pass
+        if base_name:
+            removed += self._remove_invalid([os.path.join(self.store_dir, base_name)])
+        return removed
+
+    def _recover_roots(self, pid: int, paths: list[str]) -> list[str]:
+        """Clean up after the dead process ``pid`` that listed ``paths``."""
+        removed: list[str] = []
+        prefix = self.store_dir + "/"
+        mine = [
+            p for p in paths if p.startswith(prefix) and "/" not in p[len(prefix) :]
+        ]
+        for path in mine:
+            hash_part = path[len(prefix) :][:32]
+            temp = os.path.join(self.real_store_dir, f"{TEMP_PREFIX}{pid}-{hash_part}")
+            if os.path.lexists(temp):
+                remove_tree(temp)
+                removed.append(temp)
+            lock = self.lock_file_of(path)
+            if os.path.lexists(lock) and try_remove_stale_lock(lock):
+                removed.append(lock)
+        valid = self.db.query_valid(mine)
+        return removed + self._remove_invalid(sorted(set(mine) - valid))
+
+    def _remove_invalid(self, paths: list[str]) -> list[str]:
+        """Remove those of ``paths`` on disk but not valid, unless locked."""
+        removed: list[str] = []
+        for path in paths:
+            if not os.path.lexists(self.physical(path)):
+                continue
+            try:
+                with self.lock_paths([path], wait=False):
+                    if not self.is_valid(path):
+                        remove_tree(self.physical(path))
+                        removed.append(self.physical(path))
+            except LockBusyError:
+                pass
         return removed
 
     def trash(self, physical_path: str) -> int:
@@ -508,9 +814,11 @@ class LocalStore:
             return remove_tree(entry.temp)
 
 
-@contextmanager
-def _held(lock: FileLock) -> Iterator[FileLock]:
-    try:
-        yield lock
-    finally:
-        lock.release()
+def _check_references(text: _Text, valid: set[str], earlier: set[str]) -> None:
+    """Refuse ``text`` if it refers to something neither valid nor ``earlier``."""
+    missing = text.references - valid - earlier
+    if missing:
+        raise StoreError(
+            f"cannot add '{text.path}': its reference '{min(missing)}' is not valid",
+            "add the referenced items first",
+        )

@@ -13,7 +13,10 @@ a dead file and starts over.
 
 The global GC lock ``<state>/gc.lock`` is taken shared by every process that
 adds items and exclusive by the garbage collector, so a collection never
-sees an item between its creation and its registration.
+sees an item between its creation and its registration.  An adder keeps its
+descriptor of ``gc.lock`` open (:class:`SharedLock`) and takes and drops the
+shared lock around each add or batch of adds: two system calls instead of
+an open and a close, and the collector still waits for one add at most.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "LockBusyError",
     "FileLock",
     "PathLocks",
+    "SharedLock",
     "held",
     "lock_file",
     "try_remove_stale_lock",
@@ -126,6 +130,54 @@ class PathLocks:
         for lock in reversed(self.locks):
             lock.release()
         self.locks = []
+
+
+class SharedLock:
+    """A shared ``flock`` on one file, kept open and taken reentrantly.
+
+    The descriptor is opened on first use and reopened in a forked child:
+    a child sharing its parent's open file would drop the parent's lock
+    when dropping its own.
+
+    :param filename: the lock file; it is created and never removed.
+    """
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.fd = -1
+        self.pid = 0
+        self.depth = 0
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Hold the lock shared for the block; nested holds are free."""
+        if self.pid != os.getpid():
+            self._reopen()
+        if self.depth == 0:
+            fcntl.flock(self.fd, fcntl.LOCK_SH)
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if self.depth == 0:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def _reopen(self) -> None:
+        """Open our own descriptor (closing a parent's, without unlocking)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.fd = os.open(self.filename, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.pid = os.getpid()
+        self.depth = 0
+
+    def close(self) -> None:
+        """Close the descriptor, dropping the lock if held."""
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.fd = -1
+        self.pid = 0
+        self.depth = 0
 
 
 @contextmanager

@@ -15,6 +15,11 @@ collector treats a file whose lock it can take as left by a dead process and
 deletes it.  Writers append while holding the GC lock shared and the
 collector reads while holding it exclusive, so no root is half-written when
 read.
+
+A process adds a temporary root for every item before it starts writing
+it, so the file of a dead process also lists what that process may have
+left half-added; :func:`abandoned_roots` hands those lists to the store's
+crash recovery (see :mod:`store.local`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import errno
 import fcntl
 import hashlib
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from store import base32
@@ -32,6 +38,7 @@ from store.errors import StoreError
 __all__ = [
     "RootError",
     "TempRoots",
+    "abandoned_roots",
     "find_permanent_roots",
     "read_temp_roots",
     "make_indirect_root",
@@ -73,6 +80,14 @@ class TempRoots:
             os.write(self.fd, path.encode() + b"\0")
             self.paths.add(path)
 
+    def add_many(self, paths: Iterable[str]) -> None:
+        """Append those of ``paths`` not yet listed, in one write; the
+        caller holds the GC lock shared."""
+        new = [p for p in dict.fromkeys(paths) if p not in self.paths]
+        if new:
+            os.write(self.fd, b"".join(p.encode() + b"\0" for p in new))
+            self.paths.update(new)
+
     def clear(self) -> None:
         """Drop every root; the caller holds the GC lock shared."""
         os.ftruncate(self.fd, 0)
@@ -110,6 +125,41 @@ def read_temp_roots(directory: str) -> dict[str, set[str]]:
             os.close(fd)
         roots[filename] = {p.decode() for p in data.split(b"\0") if p}
     return roots
+
+
+@contextlib.contextmanager
+def abandoned_roots(directory: str) -> Iterator[list[tuple[int, list[str]]]]:
+    """Yield the roots files of dead processes as (pid, roots), locked.
+
+    The files stay locked for the block, so no new process with a reused
+    pid takes one over meanwhile, and are removed when the block ends
+    without error.  The caller holds the GC lock exclusive.
+    """
+    found: list[tuple[int, list[str]]] = []
+    held: list[tuple[str, int]] = []
+    try:
+        for name in sorted(os.listdir(directory)):
+            if not name.isdigit():
+                continue
+            filename = os.path.join(directory, name)
+            try:
+                fd = os.open(filename, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            if not _is_abandoned(fd):
+                os.close(fd)
+                continue
+            held.append((filename, fd))
+            with os.fdopen(os.dup(fd), "rb") as file:
+                data = file.read()
+            found.append((int(name), [p.decode() for p in data.split(b"\0") if p]))
+        yield found
+        for filename, _ in held:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(filename)
+    finally:
+        for _, fd in held:
+            os.close(fd)
 
 
 def _is_abandoned(fd: int) -> bool:

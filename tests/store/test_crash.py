@@ -1,6 +1,8 @@
 """Kill (SIGKILL) a real 'pyguix store add' of a large item at several points,
 then check that verify is clean and that no half-written item is valid; and
-add one item from two processes at once.
+add one item from two processes at once.  Kill processes adding texts one by
+one, in ``add_texts`` and in a batch the same way: a batch is valid whole or
+not at all.
 
 Pause points are real code paths in store.local (``pause_point``): the adder
 prints ``paused NAME`` and sleeps when ``PYGUIX_PAUSE_AT=NAME``.
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,3 +150,132 @@ def test_two_processes_racing_both_succeed(tmp_path: Path, big_tree: Path) -> No
     assert outputs[0][0] == outputs[1][0]
     store, path, valid = check_consistent(tmp_path, big_tree)
     assert valid
+
+
+# -- Texts: one at a time, in add_texts, in a batch -----------------------------
+
+CHAIN = """
+import hashlib
+from store.paths import make_text_path
+
+def chain(store_dir, count):
+    items, paths, previous = [], [], []
+    for index in range(count):
+        name, text = f"item-{index}", f"item {index} after {previous}\\n" * 20
+        items.append((name, text, previous))
+        digest = hashlib.sha256(text.encode()).digest()
+        paths.append(str(make_text_path(name, digest, previous, store_dir)))
+        previous = [paths[-1]]
+    return items, paths
+"""
+
+TEXT_ADDER = (
+    CHAIN
+    + """
+import sys
+from store.local import LocalStore
+
+store_dir, state_dir, mode, count = sys.argv[1:5]
+store = LocalStore(store_dir, state_dir)
+items, _ = chain(store.store_dir, int(count))
+if mode == "single":
+    for item in items:
+        store.add_text(*item)
+elif mode == "texts":
+    store.add_texts(items)
+else:
+    with store.batch():
+        for item in items:
+            store.add_text(*item)
+"""
+)
+
+
+def text_adder(
+    tmp_path: Path, mode: str, count: int, pause: str | None = None
+) -> subprocess.Popen[str]:
+    """Start a process adding a chain of ``count`` texts, as ``mode`` says."""
+    env = {**os.environ, "PYGUIX_PAUSE_SECONDS": "60"}
+    env.pop("PYGUIX_PAUSE_AT", None)
+    if pause:
+        env["PYGUIX_PAUSE_AT"] = pause
+    store_dir, state_dir = str(tmp_path / "store"), str(tmp_path / "state")
+    return subprocess.Popen(
+        [sys.executable, "-c", TEXT_ADDER, store_dir, state_dir, mode, str(count)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def check_texts(tmp_path: Path, count: int) -> list[bool]:
+    """Reopen the store, check verify is clean and every text of the chain
+    is valid and complete or absent; return which are valid."""
+    namespace: dict[str, Any] = {}
+    exec(CHAIN, namespace)
+    store = LocalStore(str(tmp_path / "store"), str(tmp_path / "state"))
+    assert verify_store(store, check_contents=True).problems == []
+    _, paths = namespace["chain"](store.store_dir, count)
+    valid = store.query_valid(paths)
+    for path in paths:
+        assert os.path.lexists(store.physical(path)) == (path in valid)
+    leftovers = [n for n in os.listdir(store.real_store_dir) if n.startswith(".")]
+    assert leftovers == []
+    return [path in valid for path in paths]
+
+
+@pytest.mark.parametrize(
+    ("mode", "point", "valid_after"),
+    [
+        ("texts", "locked", False),
+        ("texts", "after-write", False),
+        ("texts", "before-register", False),
+        ("texts", "after-register", False),
+        ("texts", "before-commit", False),
+        ("texts", "after-commit", True),
+        ("batch", "before-rename", False),
+        ("batch", "after-register", False),
+        ("batch", "before-commit", False),
+        ("batch", "after-commit", True),
+        ("single", "after-write", False),
+        ("single", "before-rename", False),
+        ("single", "before-register", False),
+        ("single", "after-register", True),
+    ],
+)
+def test_kill_text_adder_at_pause_point(
+    tmp_path: Path, mode: str, point: str, valid_after: bool
+) -> None:
+    count = 40
+    child = text_adder(tmp_path, mode, count, point)
+    wait_for_pause(child, point)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+
+    valid = check_texts(tmp_path, count)
+    if mode == "single":
+        # Killed while adding the first text.
+        assert valid == [valid_after] + [False] * (count - 1)
+    else:
+        assert valid == [valid_after] * count
+
+
+@pytest.mark.parametrize("delay", [0.4, 0.8, 1.2])
+def test_kill_batch_after_delay_is_all_or_nothing(tmp_path: Path, delay: float) -> None:
+    count = 2000
+    child = text_adder(tmp_path, "texts", count)
+    time.sleep(delay)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert len(set(check_texts(tmp_path, count))) == 1
+
+
+def test_kill_single_adds_after_delay_leaves_a_prefix(tmp_path: Path) -> None:
+    count = 2000
+    child = text_adder(tmp_path, "single", count)
+    time.sleep(0.8)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    valid = check_texts(tmp_path, count)
+    assert valid == sorted(valid, reverse=True)

@@ -97,3 +97,36 @@ def test_query_valid_is_one_query_for_many_paths(db: Database) -> None:
     db.connection.set_trace_callback(statements.append)
     assert db.query_valid(many) == set(many[::2])
     assert len(statements) == 1
+
+
+def test_a_batch_may_refer_forward_and_repeat_items(db: Database) -> None:
+    db.register([info(A, B, C), info(B, C), info(C), info(C)])
+    assert db.references(A) == {B, C}
+    assert db.closure([A]) == {A, B, C}
+
+
+def test_reregistering_replaces_references(db: Database) -> None:
+    db.register([info(B), info(C), info(A, B)])
+    db.register([info(A, C)])
+    assert db.references(A) == {C}
+
+
+def test_a_write_inside_an_open_transaction_is_a_savepoint(
+    db: Database, tmp_path: Path
+) -> None:
+    other = Database(str(tmp_path / "db.sqlite"))
+    db.begin()
+    db.register([info(A)])
+    with pytest.raises(DatabaseError):
+        db.register([info(B, C)])
+    assert db.query_valid([A, B]) == {A}
+    assert other.query_valid([A]) == set()
+    db.commit()
+    assert other.query_valid([A, B]) == {A}
+
+
+def test_query_valid_with_few_and_many_paths(db: Database) -> None:
+    many = [f"/s/{index:032d}-x" for index in range(40)]
+    db.register([info(p) for p in many[::2]])
+    assert db.query_valid(many[:3]) == {many[0], many[2]}
+    assert db.query_valid(many) == set(many[::2])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from store.local import LocalStore
-from store.locks import LockBusyError, lock_file, try_remove_stale_lock
+from store.locks import LockBusyError, SharedLock, lock_file, try_remove_stale_lock
 
 HOLDER = """
 import sys, time
@@ -91,3 +91,36 @@ def test_lock_paths_without_waiting(store: LocalStore) -> None:
     with store.lock_paths([path], wait=False):
         assert os.path.exists(store.lock_file_of(path))
     assert not os.path.exists(store.lock_file_of(path))
+
+
+def test_shared_lock_is_reentrant_and_dropped_after_the_last_hold(
+    tmp_path: Path,
+) -> None:
+    filename = str(tmp_path / "gc.lock")
+    shared = SharedLock(filename)
+    with shared.hold():
+        with shared.hold():
+            pass
+        with pytest.raises(LockBusyError):
+            lock_file(filename, wait=False)
+    lock_file(filename, wait=False).release()
+    shared.close()
+
+
+def test_a_forked_child_does_not_drop_its_parents_shared_lock(
+    tmp_path: Path,
+) -> None:
+    filename = str(tmp_path / "gc.lock")
+    shared = SharedLock(filename)
+    with shared.hold():
+        child = os.fork()
+        if child == 0:
+            try:
+                with shared.hold():
+                    pass
+            finally:
+                os._exit(0)
+        os.waitpid(child, 0)
+        with pytest.raises(LockBusyError):
+            lock_file(filename, wait=False)
+    lock_file(filename, wait=False).release()
