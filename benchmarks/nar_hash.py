@@ -23,16 +23,17 @@ import os
 import random
 import shutil
 import stat
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
 
+from benchmarks._common import median, timed  # noqa: E402
 from store.nar import hash_path  # noqa: E402
 
 RUNS = 3
@@ -104,24 +105,25 @@ def nix_hash(root: Path) -> str:
     ).stdout.strip()
 
 
-def median_time(function: Callable[[Path], str], root: Path) -> tuple[float, str]:
-    """Return the median duration of RUNS calls, and the last result."""
+def median_time(
+    function: Callable[[Path], str], root: Path, runs: int = RUNS
+) -> tuple[float, str]:
+    """Return the median duration of ``runs`` calls, and the last result."""
     times = []
     result = ""
-    for _ in range(RUNS):
-        start = time.perf_counter()
-        result = function(root)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+    for _ in range(runs):
+        result, seconds = timed(lambda: function(root))
+        times.append(seconds)
+    return median(times), result
 
 
-def main() -> None:
-    """Build the tree, time each hasher, print the figures."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="use a tiny tree")
-    arguments = parser.parse_args()
-    shape = (2, 200_000, 100) if arguments.smoke else (4, 20_000_000, 3000)
-
+def measure(
+    smoke: bool, runs: int = RUNS, nix: bool = True
+) -> tuple[int, dict[str, tuple[float, str]]]:
+    """Build the tree, time each hasher ``runs`` times; return the size of
+    the file contents and, by hasher, the median seconds and the digest
+    (nix-hash's only when ``nix`` and it is installed)."""
+    shape = (2, 200_000, 100) if smoke else (4, 20_000_000, 3000)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "tree"
         size = build_tree(root, *shape)
@@ -131,9 +133,20 @@ def main() -> None:
             "hashlib": hashlib_over_contents,
             "pyguix": pyguix_hash,
         }
-        if shutil.which("nix-hash"):
+        if nix and shutil.which("nix-hash"):
             timers["nix-hash"] = nix_hash
-        results = {name: median_time(timer, root) for name, timer in timers.items()}
+        results = {
+            name: median_time(timer, root, runs) for name, timer in timers.items()
+        }
+    return size, results
+
+
+def main() -> None:
+    """Build the tree, time each hasher, print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="use a tiny tree")
+    arguments = parser.parse_args()
+    size, results = measure(arguments.smoke)
 
     megabytes = size / 1e6
     print(f"tree: {megabytes:.1f} MB of file contents, medians of {RUNS} runs")

@@ -19,12 +19,18 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks._common import median as median_of  # noqa: E402
+from benchmarks._common import timed as timed_call  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -48,9 +54,7 @@ def make_tree(root: str, total: int) -> None:
 
 
 def timed(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
+    return timed_call(action)[1]
 
 
 def run(*command: str) -> str:
@@ -80,18 +84,15 @@ def median(
         if setup:
             setup()
         times.append(timed(action))
-    return statistics.median(times)
+    return median_of(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="a 8 MB tree, one run")
-    parser.add_argument("--runs", type=int, default=5)
-    options = parser.parse_args()
-    size = 8 * MIB if options.smoke else 100 * MIB
-    runs = 1 if options.smoke else options.runs
-    has_nix = shutil.which("nix-store") is not None
-
+def measure(
+    size: int, runs: int, fsync: bool = True, nix: bool = True
+) -> dict[str, float]:
+    """Time adding a tree of ``size`` bytes ``runs`` times each way; return
+    the median seconds by name (Nix's only when ``nix`` and it is installed)."""
+    has_nix = nix and shutil.which("nix-store") is not None
     with tempfile.TemporaryDirectory() as work:
         tree = os.path.join(work, "bench-tree")
         make_tree(tree, size)
@@ -105,11 +106,12 @@ def main() -> None:
         results["pyguix add (cold)"] = median(
             lambda: pyguix(current[0], "store", "add", tree), runs, new_store
         )
-        os.environ["PYGUIX_FSYNC"] = "1"
-        results["pyguix add (cold, fsync)"] = median(
-            lambda: pyguix(current[0], "store", "add", tree), runs, new_store
-        )
-        del os.environ["PYGUIX_FSYNC"]
+        if fsync:
+            os.environ["PYGUIX_FSYNC"] = "1"
+            results["pyguix add (cold, fsync)"] = median(
+                lambda: pyguix(current[0], "store", "add", tree), runs, new_store
+            )
+            del os.environ["PYGUIX_FSYNC"]
         results["pyguix add (valid)"] = median(
             lambda: pyguix(current[0], "store", "add", tree), runs
         )
@@ -137,6 +139,18 @@ def main() -> None:
                 lambda: run("nix-hash", "--type", "sha256", tree), runs
             )
             delete_nix()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="a 8 MB tree, one run")
+    parser.add_argument("--runs", type=int, default=5)
+    options = parser.parse_args()
+    size = 8 * MIB if options.smoke else 100 * MIB
+    runs = 1 if options.smoke else options.runs
+    has_nix = shutil.which("nix-store") is not None
+    results = measure(size, runs)
 
     print(f"tree: {size // MIB} MiB, median of {runs} run(s), seconds")
     for name, seconds in results.items():
