@@ -18,6 +18,19 @@ later entries winning:
 
 No locale variable is set, as in Nix: the sandbox holds no locale data, so
 every build gets the C locale whatever the host uses.
+
+**Determinism.**  What varies between hosts is fixed by the sandbox
+(:mod:`builders.sandbox`), not here: the build directory is
+``/tmp/pyguix-build-NAME.drv-0`` in every build, the builder is uid 1000,
+gid 100 and PID 1 on host ``localhost`` with umask 022, and no
+``/etc/localtime`` nor ``TZ`` is there, so local time is UTC; the store
+sets every mtime to 1.  The variables a Python builder needs to be
+deterministic (``PYTHONHASHSEED=0``, ``PYTHONDONTWRITEBYTECODE=1``,
+``SOURCE_DATE_EPOCH=1``, ``LC_ALL=C.UTF-8``) are the derivation's own, set
+by :func:`derivations.lowering.gexp_to_derivation` as Guix's build systems
+set ``SOURCE_DATE_EPOCH``, so they show in the ``.drv`` and this
+environment stays Nix's.  ``NIX_BUILD_CORES`` is the one host value every
+builder sees, as in Nix.
 """
 
 from __future__ import annotations
