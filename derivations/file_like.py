@@ -58,6 +58,7 @@ from derivations.gexp import (
     with_imported_modules,
 )
 from derivations.lowering import expand_lowered, gexp_to_derivation, gexp_to_script
+from derivations.lowering_cache import note_dependency
 from derivations.monad import MValue, mreturn
 from derivations.monad import text_file as monadic_text_file
 from store.errors import PyguixError
@@ -188,6 +189,7 @@ def local_file(
     base = os.path.dirname(os.path.abspath(source)) if source else os.getcwd()
     path = os.path.normpath(os.path.join(base, os.fspath(file)))
     _check_local(path, recursive)
+    note_dependency(path)
     name = name or os.path.basename(path)
     _check_name(name)
     return LocalFile(path, name, recursive, select)
@@ -237,6 +239,7 @@ def _copy_selected(source: str, target: str, select: Select) -> None:
 
 def _content_hash(obj: LocalFile) -> str:
     """Return the sha256 of ``obj``'s bytes (flat) or NAR (recursive)."""
+    note_dependency(obj.file)
     with _selected(obj) as path:
         if obj.recursive:
             nar_hash, _ = hash_path(path)
@@ -251,6 +254,7 @@ def _content_hash(obj: LocalFile) -> str:
 def _lower_local(obj: LocalFile, system: str) -> MValue[Any]:
     def add(state: Any) -> StorePath:
         _check_local(obj.file, obj.recursive)
+        note_dependency(obj.file)
         with _selected(obj) as path:
             if obj.recursive:
                 added: StorePath = state.store.add_path(path, name=obj.name)

@@ -70,9 +70,10 @@ from derivations.gexp import (
     gexp_text,
     is_derivation,
 )
-from derivations.lowering_cache import CacheStats, LoweringCache
+from derivations.lowering_cache import CacheStats, LoweringCache, note_dependency
 from derivations.modules import (
     PROJECT_ROOT,
+    module_files,
     module_tree_digest,
     source_module_closure,
     write_module_tree,
@@ -393,6 +394,8 @@ def imported_modules(modules: Iterable[str]) -> MValue[StorePath | None]:
     closure = source_module_closure(modules)
     if not closure:
         return mreturn(None)
+    for _, source in module_files(closure):
+        note_dependency(source)
     digest = module_tree_digest(closure)
 
     def add() -> MValue[StorePath]:

@@ -30,15 +30,51 @@ Trust rules:
 
 Counters (:class:`CacheStats`): *hits* (lowerings answered from the file),
 *misses* (objects lowered), *stale* (entries found but no longer valid).
+
+**The evaluation cache** (:class:`EvaluationCache`) sits one level above:
+it maps what a command evaluates (an OS file or a ``build -f`` file, with
+the command's options) straight to the store paths it gave, so that an
+unchanged evaluation neither runs the file nor imports the modules it
+needs.  Its key (:func:`evaluation_key`) is the sha256 of the command, its
+options, the file's real path and content, the store directory, the host
+(``uname``), the interpreter (real path and ``sys.version``), ``sys.path``
+and the ``PYGUIX_*`` variables.  Each entry also lists the files the
+evaluation depended on, each with its *signature*: the files the process
+opened for reading or listed while it evaluated (seen by an audit hook,
+:func:`sys.addaudithook`: modules, files run or read by the evaluated
+file, local files), the files of every module loaded before, the project
+modules copied into the store (:func:`note_dependency`) and the
+interpreter binary; items under the store and state directories are left
+out, being immutable or the store's own, and so are bytecode caches.  A signature is ``lstat`` data
+(size, modification and change times in ns, inode, mode), with the link
+target of a symlink, and for a directory the digest of its entry names; a
+missing file has the signature ``absent``.  An entry is used only if every
+signature still matches and every path it gives is valid in the store.
+
+File: ``<state dir>/cache/evaluations/<hex key>``, one msgpack map,
+written to a temporary file renamed into place::
+
+    {"schema": "pyguix-evaluation-cache", "version": 1, "key": KEY (32 bytes),
+     "result": [[KIND ("drv" | "path"), PATH], ...],
+     "depends": [[FILE, SIGNATURE (bytes)], ...]}
+
+A damaged or foreign file is a miss, overwritten by the next evaluation.
+
+XXX: an evaluated file is taken not to depend on what the key and the
+audit hook cannot see: environment variables other than ``PYGUIX_*``, the
+clock, the network, files read by other processes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
+import stat
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,10 +82,17 @@ import msgpack
 
 __all__ = [
     "CACHE_FILE",
+    "EVALUATION_DIR",
+    "EVALUATION_SCHEMA",
     "SCHEMA",
     "VERSION",
     "CacheStats",
-    "LoweringCache",
+    "EvaluationCache",
+    "cached_evaluation",
+    "evaluation_dependencies",
+    "evaluation_key",
+    "file_signature",
+    "note_dependency",
 ]
 
 SCHEMA = "pyguix-lowering-cache"
@@ -235,3 +278,266 @@ def _is_entry(key: object, entry: object, store_dir: str) -> bool:
         and isinstance(entry[1], str)
         and entry[1].startswith(store_dir.rstrip("/") + "/")
     )
+
+
+# ---------------------------------------------------------------------------
+# The evaluation cache
+
+EVALUATION_SCHEMA = "pyguix-evaluation-cache"
+EVALUATION_DIR = ("cache", "evaluations")
+"""The directory of evaluation entries, relative to the state directory."""
+
+Result = list[tuple[str, str]]
+"""What an evaluation gave: ``(kind, path)`` pairs, kind ``drv`` or ``path``."""
+
+_NOTED: set[str] = set()
+"""Files noted by :func:`note_dependency` in this process."""
+
+
+def note_dependency(path: str | os.PathLike[str]) -> None:
+    """Record that what this process evaluates depends on the file or
+    directory ``path`` (a local file, a module copied into the store)."""
+    _NOTED.add(os.path.abspath(os.fspath(path)))
+
+
+def file_signature(path: str) -> bytes:
+    """Return the signature of ``path`` (see the module docstring)."""
+    try:
+        info = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return b"absent"
+    fields = [
+        info.st_size,
+        info.st_mtime_ns,
+        info.st_ctime_ns,
+        info.st_ino,
+        info.st_mode,
+    ]
+    text = " ".join(str(field) for field in fields).encode()
+    if stat.S_ISLNK(info.st_mode):
+        return text + b" -> " + os.fsencode(os.readlink(path))
+    if stat.S_ISDIR(info.st_mode):
+        try:
+            names = sorted(os.listdir(path))
+        except OSError:
+            return text
+        digest = hashlib.sha256("\0".join(names).encode(errors="surrogateescape"))
+        return text + b" " + digest.hexdigest().encode()
+    return text
+
+
+_READ_EVENTS = ("open", "os.listdir", "os.scandir")
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+_recording: set[str] | None = None
+_hooked = False
+
+
+def _audit(event: str, arguments: tuple[Any, ...]) -> None:
+    """Note the files the process reads or lists while recording."""
+    if _recording is None or event not in _READ_EVENTS or not arguments:
+        return
+    path = arguments[0]
+    if event == "open":
+        mode, flags = arguments[1], arguments[2]
+        if isinstance(mode, str) and mode.strip("rbt"):
+            return
+        if isinstance(flags, int) and flags & _WRITE_FLAGS:
+            return
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if isinstance(path, str):
+        _recording.add(os.path.abspath(path))
+
+
+@contextlib.contextmanager
+def _recording_reads() -> Iterator[set[str]]:
+    """Collect the files read or listed inside the ``with`` block."""
+    global _recording, _hooked
+    if not _hooked:
+        sys.addaudithook(_audit)
+        _hooked = True
+    outer, _recording = _recording, set()
+    try:
+        yield _recording
+    finally:
+        reads, _recording = _recording, outer
+        if outer is not None:
+            outer.update(reads)
+
+
+def evaluation_dependencies(
+    reads: Iterable[str] = (), excluded: Iterable[str] = ()
+) -> list[str]:
+    """Return the files what this process evaluated depends on: ``reads``,
+    the source or binary of every module loaded, the noted files and the
+    interpreter, but those under the directories ``excluded``."""
+    files = {os.path.realpath(sys.executable), *_NOTED, *reads}
+    for module in list(sys.modules.values()):
+        origin = getattr(module, "__file__", None)
+        if isinstance(origin, str) and os.path.isabs(origin):
+            files.add(origin)
+    prefixes = tuple(directory.rstrip("/") + "/" for directory in excluded)
+    return sorted(
+        f for f in files if not f.startswith(prefixes) and "/__pycache__/" not in f
+    )
+
+
+def evaluation_key(
+    command: str, file: str, options: Sequence[str], store_dir: str
+) -> bytes | None:
+    """Return the evaluation cache key of ``command`` run on ``file`` with
+    ``options``, or ``None`` when ``file`` cannot be read (the evaluation
+    then reports why)."""
+    content = _file_digest(file)
+    if content is None:
+        return None
+    host = os.uname()
+    variables = sorted(
+        (name, value)
+        for name, value in os.environ.items()
+        if name.startswith("PYGUIX_")
+    )
+    material = [
+        EVALUATION_SCHEMA,
+        VERSION,
+        command,
+        list(options),
+        os.path.realpath(file),
+        content,
+        store_dir,
+        [host.sysname, host.machine],
+        os.path.realpath(sys.executable),
+        sys.version,
+        list(sys.path),
+        [list(item) for item in variables],
+    ]
+    return hashlib.sha256(msgpack.packb(material, use_bin_type=True)).digest()
+
+
+def _file_digest(file: str) -> bytes | None:
+    """Return the sha256 of ``file``'s bytes, or ``None`` if unreadable."""
+    try:
+        with open(file, "rb") as handle:
+            return hashlib.sha256(handle.read()).digest()
+    except OSError:
+        return None
+
+
+class EvaluationCache:
+    """The evaluation cache of one store.
+
+    :param store: a store with ``state_file`` and ``query_valid``.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.directory = store.state_file(*EVALUATION_DIR)
+
+    def entry_path(self, key: bytes) -> str:
+        """Return the file holding the entry of ``key``."""
+        return os.path.join(self.directory, key.hex())
+
+    def lookup(self, key: bytes) -> Result | None:
+        """Return what the evaluation of ``key`` gave, if its dependencies
+        are unchanged and its paths still valid."""
+        try:
+            with open(self.entry_path(key), "rb") as file:
+                data = file.read()
+        except OSError:
+            return None
+        entry = _decode_evaluation(data, key)
+        if entry is None:
+            return None
+        result, depends = entry
+        if any(file_signature(path) != signature for path, signature in depends):
+            return None
+        paths = {path for _, path in result}
+        if len(self.store.query_valid(paths)) != len(paths):
+            return None
+        return result
+
+    def save(self, key: bytes, result: Result, depends: Iterable[str]) -> None:
+        """Record that the evaluation of ``key`` gave ``result``, depending
+        on the files ``depends``, atomically."""
+        data = msgpack.packb(
+            {
+                "schema": EVALUATION_SCHEMA,
+                "version": VERSION,
+                "key": key,
+                "result": [list(item) for item in result],
+                "depends": [[path, file_signature(path)] for path in depends],
+            },
+            use_bin_type=True,
+        )
+        os.makedirs(self.directory, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=".evaluation-", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+            os.chmod(temp, 0o644)
+            os.replace(temp, self.entry_path(key))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+
+
+def _decode_evaluation(
+    data: bytes, key: bytes
+) -> tuple[Result, list[tuple[str, bytes]]] | None:
+    """Return the result and dependencies of an entry's bytes, or ``None``
+    if the entry is damaged or not the one of ``key``."""
+    try:
+        top = msgpack.unpackb(data, raw=False)
+    except Exception:  # msgpack raises many kinds on garbage
+        return None
+    if not isinstance(top, dict) or top.get("schema") != EVALUATION_SCHEMA:
+        return None
+    if top.get("version") != VERSION or top.get("key") != key:
+        return None
+    result, depends = top.get("result"), top.get("depends")
+    if not isinstance(result, list) or not isinstance(depends, list):
+        return None
+    if not all(_is_pair(item, str) and item[0] in KINDS for item in result):
+        return None
+    if not all(_is_pair(item, bytes) for item in depends):
+        return None
+    return [(k, p) for k, p in result], [(p, s) for p, s in depends]
+
+
+def _is_pair(item: object, second: type) -> bool:
+    """Tell whether ``item`` is ``[str, second]``."""
+    return (
+        isinstance(item, list)
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], second)
+    )
+
+
+def cached_evaluation(
+    store: Any,
+    command: str,
+    file: str,
+    options: Sequence[str],
+    evaluate: Callable[[], Result],
+) -> tuple[Result, bool]:
+    """Return what ``evaluate`` gives for ``command`` on ``file`` with
+    ``options``, from the evaluation cache of ``store`` if it knows it, and
+    whether it did.  A fresh result is recorded only if ``file`` did not
+    change while it was evaluated."""
+    key = evaluation_key(command, file, options, store.store_dir)
+    content = _file_digest(file)
+    cache = EvaluationCache(store)
+    if key is not None:
+        found = cache.lookup(key)
+        if found is not None:
+            return found, True
+
+    with _recording_reads() as reads:
+        result = evaluate()
+    if key is not None and content == _file_digest(file):
+        excluded = (store.real_store_dir, store.real_state_dir)
+        with contextlib.suppress(OSError):
+            cache.save(key, result, evaluation_dependencies(reads, excluded))
+    return result, False

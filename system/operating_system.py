@@ -9,7 +9,8 @@ service gives the system directory, a file union with ``boot``,
 ``parameters`` and ``services.json``.
 
 An operating system is itself file-like: a gexp referring to it expands to
-its system directory, and ``lower_object(os)`` lowers that directory.
+its system directory, and ``lower_object(os)`` lowers that directory; its
+fingerprint (its key in the persistent lowering cache) is that directory's.
 
 An OS file (such as ``fixtures/os.py``) is a Python file defining the
 module-level variable ``operating_system``, an :class:`OperatingSystem`;
@@ -344,7 +345,12 @@ def operating_system_boot_file_system_specs(
 
 register_compiler(
     OperatingSystem,
-    Compiler(lambda os_, system: mreturn(operating_system_directory(os_))),
+    Compiler(
+        lambda os_, system: mreturn(operating_system_directory(os_)),
+        fingerprint=lambda os_, fingerprint_of: fingerprint_of(
+            operating_system_directory(os_)
+        ),
+    ),
 )
 
 

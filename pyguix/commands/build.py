@@ -33,15 +33,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from builders.scheduler import parse_target, realise
-from derivations.derivation import Derivation, DerivationError
 from pyguix.cli import open_store
 from store.errors import PyguixError
-from store.paths import StorePath
+
+if TYPE_CHECKING:
+    from derivations.derivation import Derivation
+    from store.paths import StorePath
 
 __all__ = ["FileTargetError", "command", "load_file_targets"]
 
@@ -89,9 +90,11 @@ def _default_names(file: str, module: ModuleType) -> list[str]:
 
 def _lower(store: Any, file: str, name: str, value: Any) -> Derivation | StorePath:
     """Lower ``value``, the object ``name`` of ``file``, to a derivation or path."""
+    from derivations.derivation import Derivation
     from derivations.gexp import compiler_for
     from derivations.lowering import lower_object
     from derivations.monad import MValue, run_with_store
+    from store.paths import StorePath
 
     for _ in range(3):
         if isinstance(value, Derivation | StorePath):
@@ -134,6 +137,9 @@ def load_file_targets(
 
 def _target_of_path(store: Any, text: str) -> tuple[str, tuple[str, ...] | None]:
     """Return the derivation and outputs a TARGET on the command line names."""
+    from builders.scheduler import parse_target
+    from derivations.derivation import DerivationError
+
     path, names = parse_target(text)
     if path.endswith(".drv"):
         return path, names
@@ -162,10 +168,29 @@ def _resolve_targets(
         if not targets:
             raise click.UsageError("give at least one TARGET, or -f FILE")
         return [_target_of_path(store, text) for text in targets]
-    return [
-        (item.path, None) if isinstance(item, Derivation) else str(item)
-        for item in load_file_targets(store, file, targets)
-    ]
+    return _file_targets(store, file, targets)
+
+
+def _file_targets(store: Any, file: str, targets: Sequence[str]) -> list[Item]:
+    """Return the items ``-f file`` names, from the evaluation cache if it
+    knows them (see :mod:`derivations.lowering_cache`), else by running
+    ``file`` and lowering; log how many objects were lowered."""
+    from derivations.lowering_cache import cached_evaluation
+
+    def evaluate() -> list[tuple[str, str]]:
+        from derivations.derivation import Derivation
+
+        return [
+            ("drv", item.path) if isinstance(item, Derivation) else ("path", str(item))
+            for item in load_file_targets(store, file, targets)
+        ]
+
+    result, cached = cached_evaluation(store, "build", file, targets, evaluate)
+    if cached:
+        logger.info("0 objects lowered, evaluation of '%s' from cache", file)
+    else:
+        _report_lowering(store)
+    return [(path, None) if kind == "drv" else path for kind, path in result]
 
 
 def _dry_run(store: Any, drvs: list[tuple[str, tuple[str, ...] | None]]) -> None:
@@ -302,8 +327,6 @@ def command(
     """
     store = open_store(ctx)
     items = _resolve_targets(store, file, targets)
-    if file is not None:
-        _report_lowering(store)
     drvs = [item for item in items if not isinstance(item, str)]
 
     if derivations_only:
@@ -315,6 +338,7 @@ def command(
         return
 
     from builders.progress import make_reporter
+    from builders.scheduler import realise
 
     result = realise(
         store,

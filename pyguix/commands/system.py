@@ -29,27 +29,26 @@ the script knows where the store physically is (see
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from builders.scheduler import realise
-from derivations.derivation import Derivation
-from derivations.monad import run_with_store
+from derivations.lowering_cache import cached_evaluation
 from pyguix.cli import open_store
 from store.errors import PyguixError
-from system.file_systems import FileSystemMapping, specification_to_file_system_mapping
-from system.operating_system import (
-    OperatingSystem,
-    OperatingSystemFileError,
-    load_operating_system,
-)
+
+if TYPE_CHECKING:
+    from system.file_systems import FileSystemMapping
+    from system.operating_system import OperatingSystem
 
 __all__ = ["command", "load_os_file"]
+
+logger = logging.getLogger(__name__)
 
 
 def load_os_file(file: str) -> tuple[OperatingSystem, tuple[FileSystemMapping, ...]]:
@@ -59,6 +58,8 @@ def load_os_file(file: str) -> tuple[OperatingSystem, tuple[FileSystemMapping, .
         ``operating_system``, or raised while it ran (the error names its
         type, message and the line of ``file`` where it happened).
     """
+    from system.operating_system import OperatingSystemFileError, load_operating_system
+
     try:
         return load_operating_system(file)
     except PyguixError:
@@ -100,6 +101,8 @@ def _mappings(shares: Sequence[str], exposes: Sequence[str]) -> list[FileSystemM
     :raises PyguixError: a writable mapping targets a directory the boot
         empties, which would empty the host directory too.
     """
+    from system.file_systems import specification_to_file_system_mapping
+
     mappings = [
         *(specification_to_file_system_mapping(spec, True) for spec in shares),
         *(specification_to_file_system_mapping(spec, False) for spec in exposes),
@@ -117,17 +120,56 @@ def _mappings(shares: Sequence[str], exposes: Sequence[str]) -> list[FileSystemM
     return mappings
 
 
+def _evaluate(
+    ctx: click.Context, file: str, options: Sequence[str], lower: Callable[..., Any]
+) -> tuple[Any, str]:
+    """Open the store and return it with the derivation path of ``lower``
+    applied to the OS file ``file``, as the evaluation cache knows it
+    (keyed on ``file``, ``options`` and what the evaluation read) or by
+    loading the file and lowering."""
+    store = open_store(ctx)
+
+    def evaluate() -> list[tuple[str, str]]:
+        from derivations.monad import run_with_store
+
+        os_, file_mappings = load_os_file(file)
+        drv = run_with_store(store, lower(os_, file_mappings))
+        return [("drv", drv.path)]
+
+    result, cached = cached_evaluation(store, "system", file, options, evaluate)
+    _report_lowering(store, file, cached)
+    return store, result[0][1]
+
+
+def _report_lowering(store: Any, file: str, cached: bool) -> None:
+    """Log how many objects were lowered and how many the caches knew."""
+    if cached:
+        logger.info("0 objects lowered, evaluation of '%s' from cache", file)
+        return
+
+    from derivations.lowering import lowering_stats
+
+    stats = lowering_stats(store)
+    logger.info("%d objects lowered, %d from cache", stats.misses, stats.hits)
+
+
 def _build(
-    store: Any, drv: Derivation, *, jobs: int, check: bool, dry_run: bool
+    store: Any, drv_path: str, *, jobs: int, check: bool, dry_run: bool
 ) -> str | None:
-    """Build ``drv`` (or show what would be built); return its output path."""
+    """Build ``drv_path`` (or show what would be built); return its output."""
     if dry_run:
-        _show_plan(store, drv.path)
+        _show_plan(store, drv_path)
         return None
+    if not check:
+        valid = _valid_output(store, drv_path)
+        if valid is not None:
+            click.echo("nothing to build", err=True)
+            return valid
 
     from builders.progress import make_reporter
+    from builders.scheduler import realise
 
-    targets = _closure_derivations(store, drv.path) if check else [drv.path]
+    targets = _closure_derivations(store, drv_path) if check else [drv_path]
     result = realise(
         store, targets, jobs=jobs, check=check, reporter=make_reporter(sys.stderr)
     )
@@ -135,7 +177,19 @@ def _build(
         _report_checks(result.checked)
     if not result.built and not check:
         click.echo("nothing to build", err=True)
-    return str(result.outputs[drv.path]["out"])
+    return str(result.outputs[drv_path]["out"])
+
+
+def _valid_output(store: Any, drv_path: str) -> str | None:
+    """Return the ``out`` output of ``drv_path`` if the database knows its
+    outputs and all are valid (the no-op case, in two queries)."""
+    outputs = store.query_derivation_outputs(drv_path)
+    if "out" not in outputs:
+        return None
+    if len(store.query_valid(outputs.values())) != len(outputs):
+        return None
+    out: str = outputs["out"]
+    return out
 
 
 def _closure_derivations(store: Any, drv_path: str) -> list[str]:
@@ -219,17 +273,19 @@ def build_command(
     jobs: int,
 ) -> None:
     """Build the system directory of FILE and print its path."""
-    from system.operating_system import operating_system_derivation
 
-    os_, _ = load_os_file(file)
-    store = open_store(ctx)
-    drv = run_with_store(store, operating_system_derivation(os_))
-    _finish(store, drv, derivation_only, dry_run, root_link, check, jobs)
+    def lower(os_: OperatingSystem, _: Any) -> Any:
+        from system.operating_system import operating_system_derivation
+
+        return operating_system_derivation(os_)
+
+    store, drv_path = _evaluate(ctx, file, ["build"], lower)
+    _finish(store, drv_path, derivation_only, dry_run, root_link, check, jobs)
 
 
 def _finish(
     store: Any,
-    drv: Derivation,
+    drv_path: str,
     derivation_only: bool,
     dry_run: bool,
     root_link: str | None,
@@ -239,9 +295,9 @@ def _finish(
     """Print the derivation, or build it and print its output; return the
     output path when built."""
     if derivation_only:
-        click.echo(drv.path)
+        click.echo(drv_path)
         return None
-    path = _build(store, drv, jobs=jobs, check=check, dry_run=dry_run)
+    path = _build(store, drv_path, jobs=jobs, check=check, dry_run=dry_run)
     if path is None:
         return None
     if root_link:
@@ -315,14 +371,23 @@ def container_command(
     --share, --expose and --pid-file too.  With --run, boot it now, passing
     --share and --expose at run time; the exit status is the container's.
     """
-    from system.container_script import container_script
 
-    os_, file_mappings = load_os_file(file)
-    mappings = _mappings(shares, exposes)
-    baked = [*file_mappings] if run_it else [*file_mappings, *mappings]
-    store = open_store(ctx)
-    drv = run_with_store(store, container_script(os_, baked, network))
-    path = _finish(store, drv, derivation_only, dry_run, root_link, check, jobs)
+    def lower(os_: OperatingSystem, file_mappings: tuple[Any, ...]) -> Any:
+        from system.container_script import container_script
+
+        mappings = _mappings(shares, exposes)
+        baked = [*file_mappings] if run_it else [*file_mappings, *mappings]
+        return container_script(os_, baked, network)
+
+    options = [
+        "container",
+        *(f"--share={spec}" for spec in shares),
+        *(f"--expose={spec}" for spec in exposes),
+        f"--network={network}",
+        f"--run={run_it}",
+    ]
+    store, drv_path = _evaluate(ctx, file, options, lower)
+    path = _finish(store, drv_path, derivation_only, dry_run, root_link, check, jobs)
     if run_it and path is not None:
         _exec_script(store.physical(path), shares, exposes)
 
