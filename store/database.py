@@ -349,6 +349,8 @@ class Database:
             ``infos``; nothing is registered then.
         """
         infos = list({info.path: info for info in infos}.values())
+        if not infos:
+            return
         with self.transaction() as db:
             idents = [self._upsert(db, info) for info in infos]
             db.executemany(

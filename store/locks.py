@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 
@@ -147,21 +148,25 @@ class SharedLock:
         self.fd = -1
         self.pid = 0
         self.depth = 0
+        self._mutex = threading.Lock()
 
     @contextmanager
     def hold(self) -> Iterator[None]:
-        """Hold the lock shared for the block; nested holds are free."""
-        if self.pid != os.getpid():
-            self._reopen()
-        if self.depth == 0:
-            fcntl.flock(self.fd, fcntl.LOCK_SH)
-        self.depth += 1
+        """Hold the lock shared for the block; nested holds (and holds by
+        other threads) are free."""
+        with self._mutex:
+            if self.pid != os.getpid():
+                self._reopen()
+            if self.depth == 0:
+                fcntl.flock(self.fd, fcntl.LOCK_SH)
+            self.depth += 1
         try:
             yield
         finally:
-            self.depth -= 1
-            if self.depth == 0:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            with self._mutex:
+                self.depth -= 1
+                if self.depth == 0:
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def _reopen(self) -> None:
         """Open our own descriptor (closing a parent's, without unlocking)."""
