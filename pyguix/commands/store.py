@@ -48,13 +48,26 @@ def add(ctx: click.Context, flat: bool, dry_run: bool, paths: tuple[str, ...]) -
 
 @command.command("dump")
 @click.argument("path")
-def dump(path: str) -> None:
-    """Write the NAR of PATH to stdout."""
+@click.pass_context
+def dump(ctx: click.Context, path: str) -> None:
+    """Write the NAR of PATH to stdout.
+
+    PATH is a file on the host, or a path in the store, which is read where
+    the store keeps it (under its root, for a chroot store).
+    """
     from store import nar
 
+    config = ctx.find_root().obj
+    if config.root and _is_in(path, config.store_dir):
+        path = open_store(ctx).physical(path)
     out = sys.stdout.buffer
     nar.dump(path, out.write)
     out.flush()
+
+
+def _is_in(path: str, directory: str) -> bool:
+    """Tell whether ``path`` names ``directory`` or something below it."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 @command.command("restore")

@@ -119,3 +119,13 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     bad_import = pyguix(tmp_path, "store", "import", stdin=truncated, nix=True)
     assert bad_import.returncode == 1 and b"error:" in bad_import.stderr
     assert b"Traceback" not in bad_import.stderr
+
+
+def test_dump_reads_a_store_path_under_the_root(tmp_path: Path, tree: Path) -> None:
+    added = pyguix(tmp_path, "store", "add", str(tree), nix=True)
+    path = added.stdout.decode().strip()
+    assert path.startswith("/nix/store/") and not os.path.exists(path)
+
+    dumped = pyguix(tmp_path, "store", "dump", path, nix=True)
+    assert dumped.returncode == 0, dumped.stderr
+    assert dumped.stdout == nar.dump_bytes(tree)
