@@ -43,13 +43,21 @@ evaluation depended on, each with its *signature*: the files the process
 opened for reading or listed while it evaluated (seen by an audit hook,
 :func:`sys.addaudithook`: modules, files run or read by the evaluated
 file, local files), the files of every module loaded before, the project
-modules copied into the store (:func:`note_dependency`) and the
-interpreter binary; items under the store and state directories are left
-out, being immutable or the store's own, and so are bytecode caches.  A signature is ``lstat`` data
-(size, modification and change times in ns, inode, mode), with the link
-target of a symlink, and for a directory the digest of its entry names; a
-missing file has the signature ``absent``.  An entry is used only if every
-signature still matches and every path it gives is valid in the store.
+modules copied into the store and the local files
+(:func:`note_dependency`), and the interpreter binary.  Items under the
+store and state directories are left out, being immutable or the store's
+own, and so are bytecode caches.
+
+A signature is ``lstat`` data (size, modification and change times in
+ns, inode, mode), with the link target of a symlink, and for a directory
+the digest of its entry names; a missing file has the signature
+``absent``.  The signature of a noted file is *deep* (it starts with
+``deep``): for a directory, it digests its entries' deep signatures too,
+so that a local directory is checked whole.  The listings of ``sys.path``
+directories by the import system and ``importlib.metadata`` are not
+recorded (a listed ``/tmp`` would never match).  An entry is used only if
+every signature still matches and every path it gives is valid in the
+store.
 
 File: ``<state dir>/cache/evaluations/<hex key>``, one msgpack map,
 written to a temporary file renamed into place::
@@ -62,7 +70,8 @@ A damaged or foreign file is a miss, overwritten by the next evaluation.
 
 XXX: an evaluated file is taken not to depend on what the key and the
 audit hook cannot see: environment variables other than ``PYGUIX_*``, the
-clock, the network, files read by other processes.
+clock, the network, files read by other processes or through directory
+descriptors, a module added where it would shadow another one.
 """
 
 from __future__ import annotations
@@ -300,12 +309,13 @@ def note_dependency(path: str | os.PathLike[str]) -> None:
     _NOTED.add(os.path.abspath(os.fspath(path)))
 
 
-def file_signature(path: str) -> bytes:
-    """Return the signature of ``path`` (see the module docstring)."""
+def file_signature(path: str, deep: bool = False) -> bytes:
+    """Return the signature of ``path`` (see the module docstring); a
+    ``deep`` one covers a directory's whole tree and starts with ``deep``."""
     try:
         info = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
-        return b"absent"
+        return b"deep absent" if deep else b"absent"
     fields = [
         info.st_size,
         info.st_mtime_ns,
@@ -313,17 +323,32 @@ def file_signature(path: str) -> bytes:
         info.st_ino,
         info.st_mode,
     ]
-    text = " ".join(str(field) for field in fields).encode()
+    text = (b"deep " if deep else b"") + " ".join(map(str, fields)).encode()
     if stat.S_ISLNK(info.st_mode):
         return text + b" -> " + os.fsencode(os.readlink(path))
     if stat.S_ISDIR(info.st_mode):
-        try:
-            names = sorted(os.listdir(path))
-        except OSError:
-            return text
-        digest = hashlib.sha256("\0".join(names).encode(errors="surrogateescape"))
-        return text + b" " + digest.hexdigest().encode()
+        return text + b" " + _directory_digest(path, deep)
     return text
+
+
+def _directory_digest(path: str, deep: bool) -> bytes:
+    """Return the digest of a directory's entry names, and of their deep
+    signatures if ``deep``."""
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return b"unreadable"
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(os.fsencode(name) + b"\0")
+        if deep:
+            digest.update(file_signature(os.path.join(path, name), True) + b"\0")
+    return digest.hexdigest().encode()
+
+
+def _matches(path: str, signature: bytes) -> bool:
+    """Tell whether ``path`` still has ``signature``."""
+    return file_signature(path, signature.startswith(b"deep ")) == signature
 
 
 _READ_EVENTS = ("open", "os.listdir", "os.scandir")
@@ -337,6 +362,8 @@ def _audit(event: str, arguments: tuple[Any, ...]) -> None:
     if _recording is None or event not in _READ_EVENTS or not arguments:
         return
     path = arguments[0]
+    if event != "open" and _listed_by_importer():
+        return
     if event == "open":
         mode, flags = arguments[1], arguments[2]
         if isinstance(mode, str) and mode.strip("rbt"):
@@ -347,6 +374,14 @@ def _audit(event: str, arguments: tuple[Any, ...]) -> None:
         path = os.fsdecode(path)
     if isinstance(path, str):
         _recording.add(os.path.abspath(path))
+
+
+def _listed_by_importer() -> bool:
+    """Tell whether the directory listing being audited is a search of
+    ``sys.path`` by the import system or ``importlib.metadata`` (whose
+    result the files opened already record)."""
+    name = sys._getframe(2).f_code.co_filename
+    return name.startswith("<frozen importlib") or "/importlib/metadata/" in name
 
 
 @contextlib.contextmanager
@@ -367,19 +402,24 @@ def _recording_reads() -> Iterator[set[str]]:
 
 def evaluation_dependencies(
     reads: Iterable[str] = (), excluded: Iterable[str] = ()
-) -> list[str]:
+) -> list[tuple[str, bool]]:
     """Return the files what this process evaluated depends on: ``reads``,
-    the source or binary of every module loaded, the noted files and the
-    interpreter, but those under the directories ``excluded``."""
-    files = {os.path.realpath(sys.executable), *_NOTED, *reads}
+    the source or binary of every module loaded, the noted files (whose
+    signatures are deep) and the interpreter, but those under the
+    directories ``excluded`` and bytecode caches; each with whether its
+    signature is deep."""
+    files = {os.path.realpath(sys.executable), *reads}
     for module in list(sys.modules.values()):
         origin = getattr(module, "__file__", None)
         if isinstance(origin, str) and os.path.isabs(origin):
             files.add(origin)
     prefixes = tuple(directory.rstrip("/") + "/" for directory in excluded)
-    return sorted(
-        f for f in files if not f.startswith(prefixes) and "/__pycache__/" not in f
-    )
+    kept = {
+        (f, f in _NOTED)
+        for f in files | _NOTED
+        if not f.startswith(prefixes) and "/__pycache__/" not in f
+    }
+    return sorted(kept)
 
 
 def evaluation_key(
@@ -449,23 +489,26 @@ class EvaluationCache:
         if entry is None:
             return None
         result, depends = entry
-        if any(file_signature(path) != signature for path, signature in depends):
+        if not all(_matches(path, signature) for path, signature in depends):
             return None
         paths = {path for _, path in result}
         if len(self.store.query_valid(paths)) != len(paths):
             return None
         return result
 
-    def save(self, key: bytes, result: Result, depends: Iterable[str]) -> None:
+    def save(
+        self, key: bytes, result: Result, depends: Iterable[tuple[str, bool]]
+    ) -> None:
         """Record that the evaluation of ``key`` gave ``result``, depending
-        on the files ``depends``, atomically."""
+        on the files ``depends`` (each with whether its signature is deep),
+        atomically."""
         data = msgpack.packb(
             {
                 "schema": EVALUATION_SCHEMA,
                 "version": VERSION,
                 "key": key,
                 "result": [list(item) for item in result],
-                "depends": [[path, file_signature(path)] for path in depends],
+                "depends": [[p, file_signature(p, deep)] for p, deep in depends],
             },
             use_bin_type=True,
         )

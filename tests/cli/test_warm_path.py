@@ -207,3 +207,34 @@ def test_entry_naming_paths_the_store_lacks_misses(tmp_path: Path) -> None:
     assert done.stdout.strip() == expected
     assert "evaluation of" not in done.stderr
     assert (second / expected.lstrip("/")).is_file()
+
+
+def test_changed_file_deep_in_a_local_directory_misses(
+    built: tuple[Path, str], tmp_path: Path
+) -> None:
+    root, _ = built
+    directory = tmp_path / "config"
+    notes = directory / "extra" / "share" / "doc"
+    notes.mkdir(parents=True)
+    (notes / "note.txt").write_text("first\n")
+    file = directory / "os.py"
+    file.write_text(
+        WRAPPER.replace("import warm_names\n", "")
+        .replace(
+            "host_name=warm_names.HOST_NAME",
+            "host_name='warm-local', packages=(*_example['operating_system']"
+            ".packages, local_file('extra', recursive=True))",
+        )
+        .replace(
+            "import sys\n",
+            "import sys\n\nfrom derivations.file_like import local_file\n",
+        )
+        .format(example=str(EXAMPLE))
+    )
+    one = derivation_of(root, file, cached=False)
+    assert derivation_of(root, file, cached=True) == one
+
+    (notes / "note.txt").write_text("other\n")
+    two = derivation_of(root, file, cached=False)
+    assert two != one
+    assert two == derivation_of(tmp_path / "fresh", file)
