@@ -10,6 +10,10 @@ fresh store each time:
   the same file system, and as much when the store is on ``/dev/shm``
   (tmpfs), which shows the cost of pyguix apart from the disk's.
 
+Each figure is wall-clock time and, in brackets, the CPU time of the process
+(user and system): on a machine busy with other work, the CPU time is the
+steadier of the two.
+
 Usage: ``python3 benchmarks/store_text.py [--smoke] [--count N] [--dir D]``.
 Timings are printed, never asserted; run it with ``PYTHONPATH`` pointing at
 another checkout to compare two versions of ``store``.
@@ -46,26 +50,30 @@ def items(store: LocalStore, count: int, prefix: str) -> Items:
     return result
 
 
-def per_item(count: int, action: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def per_item(count: int, action: Callable[[], object]) -> tuple[float, float]:
+    """Return the wall-clock and CPU microseconds of ``action`` per item."""
+    start, cpu = time.perf_counter(), time.process_time()
     action()
-    return (time.perf_counter() - start) / count * 1e6
+    wall = time.perf_counter() - start
+    return wall / count * 1e6, (time.process_time() - cpu) / count * 1e6
 
 
-def floor(directory: str, count: int) -> float:
+def floor(directory: str, count: int) -> tuple[float, float]:
     """Microseconds to create, write and close one ~1 KiB file."""
     target = tempfile.mkdtemp(dir=directory)
     data = b"x" * 1000
-    start = time.perf_counter()
-    for index in range(count):
-        fd = os.open(f"{target}/f{index}", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        os.write(fd, data)
-        os.close(fd)
-    return (time.perf_counter() - start) / count * 1e6
+
+    def create() -> None:
+        for index in range(count):
+            fd = os.open(f"{target}/f{index}", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            os.write(fd, data)
+            os.close(fd)
+
+    return per_item(count, create)
 
 
-def measure(directory: str | None, count: int) -> dict[str, float]:
-    results: dict[str, float] = {}
+def measure(directory: str | None, count: int) -> dict[str, tuple[float, float]]:
+    results: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(dir=directory) as work:
         store = LocalStore(f"{work}/store", f"{work}/state")
         texts = items(store, count, "single")
@@ -104,8 +112,8 @@ def main() -> None:
         places["tmpfs"] = "/dev/shm"
     print(f"{count} texts of ~1 KiB, microseconds per text")
     for place, directory in places.items():
-        for name, micros in measure(directory, count).items():
-            print(f"  {place:5s} {name:24s} {micros:8.0f}")
+        for name, (wall, cpu) in measure(directory, count).items():
+            print(f"  {place:5s} {name:24s} {wall:8.0f} ({cpu:6.0f})")
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ flushes items): a killed process never loses a committed transaction, and a
 power failure may lose the last ones but never corrupts the database.
 Every write is one explicit ``BEGIN IMMEDIATE`` transaction, so an item and
 its references become valid together or not at all.  A write made while a
-transaction is open (a batch of adds, :meth:`Database.begin`) becomes a
-savepoint inside it: it fails alone, and it becomes durable, visible to
-other connections, only when the outer transaction commits.  The schema
-version is SQLite's ``user_version``.
+transaction is open (a batch of adds, :meth:`Database.begin`) joins it and
+becomes durable, visible to other connections, only when it commits.  A
+registration there checks its references before writing, so that it fails
+alone; one that fails half-way anyway spoils the transaction, and other
+writes are savepoints.  The schema version is SQLite's ``user_version``.
 """
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ class Database:
 
     def __init__(self, filename: str, *, durable: bool = False) -> None:
         self.durable = durable
+        self.spoiled = False
+        """Whether a write failed half-way in the transaction of :meth:`begin`."""
+        self.filename = filename
         try:
             self.connection = sqlite3.connect(
                 filename, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
@@ -192,13 +196,26 @@ class Database:
         busy timeout) until it ends, readers do not.
         """
         self.connection.execute("BEGIN IMMEDIATE")
+        self.spoiled = False
 
     def commit(self) -> None:
-        """Commit the transaction opened by :meth:`begin`."""
+        """Commit the transaction opened by :meth:`begin`.
+
+        :raises DatabaseError: when a registration failed half-way in it;
+            the whole transaction is abandoned then.
+        """
+        if self.spoiled:
+            self.rollback()
+            raise DatabaseError(
+                f"a registration failed in a batch on '{self.filename}'; "
+                "nothing of the batch was registered",
+                "look for the error reported before this one, then retry",
+            )
         self.connection.execute("COMMIT")
 
     def rollback(self) -> None:
         """Abandon the transaction opened by :meth:`begin`, if still open."""
+        self.spoiled = False
         if self.connection.in_transaction:
             self.connection.execute("ROLLBACK")
 
@@ -338,36 +355,70 @@ class Database:
 
     # -- Updates --------------------------------------------------------------
 
-    def register(self, infos: Sequence[PathInfo]) -> None:
+    def register(self, infos: Sequence[PathInfo], *, checked: bool = False) -> None:
         """Make ``infos`` valid with their references, in one transaction.
 
         Registering an already valid path updates its metadata (as Nix's
         ``registerValidPaths``).  Every row goes in before any reference, so
         ``infos`` may refer to each other in any order.
 
+        Inside a transaction opened by :meth:`begin`, references are checked
+        first and the rows written without a savepoint (which would cost as
+        much as a commit); a write that fails anyway spoils the transaction,
+        which :meth:`commit` then abandons.
+
+        :param checked: the caller has checked that every reference is valid
+            or among ``infos``.
         :raises DatabaseError: when a reference is neither valid nor among
             ``infos``; nothing is registered then.
         """
         infos = list({info.path: info for info in infos}.values())
         if not infos:
             return
-        with self.transaction() as db:
-            idents = [self._upsert(db, info) for info in infos]
-            db.executemany(
-                "DELETE FROM Refs WHERE referrer = ?", [(i,) for i in idents]
-            )
-            pairs = [
-                (ident, reference)
-                for ident, info in zip(idents, infos, strict=True)
-                for reference in info.references
-            ]
-            found = db.executemany(
-                "INSERT INTO Refs (referrer, reference) "
-                "SELECT ?, id FROM ValidPaths WHERE path = ?",
-                pairs,
-            )
-            if found.rowcount != len(pairs):
-                self._report_missing(infos)
+        if not self.connection.in_transaction:
+            with self.transaction() as db:
+                self._write(db, infos)
+            return
+        if not checked:
+            self._check_references(infos)
+        try:
+            self._write(self.connection, infos)
+        except BaseException:
+            self.spoiled = True
+            raise
+
+    def _write(self, db: sqlite3.Connection, infos: list[PathInfo]) -> None:
+        """Write the rows of ``infos``, then their references."""
+        idents = [self._upsert(db, info) for info in infos]
+        db.executemany("DELETE FROM Refs WHERE referrer = ?", [(i,) for i in idents])
+        pairs = [
+            (ident, reference)
+            for ident, info in zip(idents, infos, strict=True)
+            for reference in info.references
+        ]
+        found = db.executemany(
+            "INSERT INTO Refs (referrer, reference) "
+            "SELECT ?, id FROM ValidPaths WHERE path = ?",
+            pairs,
+        )
+        if found.rowcount != len(pairs):
+            self._check_references(infos)
+            raise AssertionError("a reference went missing during registration")
+
+    def _check_references(self, infos: list[PathInfo]) -> None:
+        """Raise for the first info with a reference neither valid nor in ``infos``."""
+        listed = {info.path for info in infos}
+        wanted = {r for info in infos for r in info.references} - listed
+        valid = self.query_valid(wanted)
+        for info in infos:
+            missing = sorted(info.references - listed - valid)
+            if missing:
+                raise DatabaseError(
+                    f"cannot register '{info.path}': its reference '{missing[0]}' "
+                    "is not valid",
+                    "add or register the references first, or in the same batch",
+                    info.path,
+                )
 
     def _upsert(self, db: sqlite3.Connection, info: PathInfo) -> int:
         """Insert or update the row of ``info``; return its id."""
@@ -389,19 +440,6 @@ class Database:
         ).fetchone()
         ident: int = row[0]
         return ident
-
-    def _report_missing(self, infos: Sequence[PathInfo]) -> None:
-        """Raise for the first info with a reference that has no row."""
-        for info in infos:
-            missing = sorted(set(info.references) - self.query_valid(info.references))
-            if missing:
-                raise DatabaseError(
-                    f"cannot register '{info.path}': its reference '{missing[0]}' "
-                    "is not valid",
-                    "add or register the references first, or in the same batch",
-                    info.path,
-                )
-        raise AssertionError("a reference went missing during registration")
 
     def register_outputs(self, drv_path: str, outputs: dict[str, str]) -> None:
         """Record ``outputs`` (name to path) of the valid derivation ``drv_path``."""

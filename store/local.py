@@ -411,7 +411,8 @@ class LocalStore:
         Items added in the block are on disk at once and valid for this
         store object (queries see them), but become valid for other
         processes only when the block ends.  An exception in the block
-        still registers the items added before it (each is complete); a
+        still registers the items added before it (each is complete),
+        unless the database failed in the middle of a registration; a
         process killed in the block registers none, and recovery removes
         them.  The collector, and other processes' registrations, wait for
         the block: keep it to one burst of adds, such as writing the
@@ -466,7 +467,7 @@ class LocalStore:
             info = self._write_text(item)
             if info is not None:
                 pause_point("before-register")
-                self.db.register([info])
+                self.db.register([info], checked=True)
                 pause_point("after-register")
         return item.path
 
@@ -510,7 +511,7 @@ class LocalStore:
             else:
                 infos.append(info)
         pause_point("before-register")
-        self.db.register(infos)
+        self.db.register(infos, checked=True)
         pause_point("after-register")
 
     def _write_text(
@@ -535,7 +536,7 @@ class LocalStore:
             os.rename(temp, target)
         except IsADirectoryError:
             remove_tree(temp)
-            self.db.register(before)
+            self.db.register(before, checked=True)
             data = text.data
             self._add_item(
                 text.path,

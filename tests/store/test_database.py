@@ -111,7 +111,7 @@ def test_reregistering_replaces_references(db: Database) -> None:
     assert db.references(A) == {C}
 
 
-def test_a_write_inside_an_open_transaction_is_a_savepoint(
+def test_a_registration_inside_an_open_transaction_fails_alone(
     db: Database, tmp_path: Path
 ) -> None:
     other = Database(str(tmp_path / "db.sqlite"))
@@ -130,3 +130,18 @@ def test_query_valid_with_few_and_many_paths(db: Database) -> None:
     db.register([info(p) for p in many[::2]])
     assert db.query_valid(many[:3]) == {many[0], many[2]}
     assert db.query_valid(many) == set(many[::2])
+
+
+def test_a_registration_failing_half_way_spoils_the_transaction(
+    db: Database, tmp_path: Path
+) -> None:
+    db.begin()
+    db.register([info(A)])
+    # The caller wrongly claims the references were checked: the row of B is
+    # written before its missing reference is found.
+    with pytest.raises(DatabaseError, match="is not valid"):
+        db.register([info(B, C)], checked=True)
+    with pytest.raises(DatabaseError, match="nothing of the batch"):
+        db.commit()
+    assert not db.connection.in_transaction
+    assert Database(str(tmp_path / "db.sqlite")).query_valid([A, B]) == set()
