@@ -6,11 +6,14 @@ gives the derivation a fresh cache gives; a damaged cache is ignored."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import msgpack
 import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "os.py"
@@ -238,3 +241,74 @@ def test_changed_file_deep_in_a_local_directory_misses(
     two = derivation_of(root, file, cached=False)
     assert two != one
     assert two == derivation_of(tmp_path / "fresh", file)
+
+
+def entry_of(root: Path, file: Path) -> dict[str, Any]:
+    """Return the one evaluation entry whose dependencies include ``file``."""
+    found: list[dict[str, Any]] = []
+    for entry in (root / EVALUATIONS).iterdir():
+        try:
+            data = msgpack.unpackb(entry.read_bytes())
+        except ValueError:
+            continue  # left damaged by the test above
+        if str(file) in {path for path, _ in data["depends"]}:
+            found.append(data)
+    assert len(found) == 1
+    return found[0]
+
+
+def test_entries_depend_on_project_modules_and_interpreter(
+    built: tuple[Path, str], tmp_path: Path
+) -> None:
+    root, _ = built
+    file = write_wrapper(tmp_path / "config", "warm-entries")
+    derivation_of(root, file, cached=False)
+    depends = {path for path, _ in entry_of(root, file)["depends"]}
+
+    project = EXAMPLE.parents[1]
+    for module in (
+        "system/operating_system.py",
+        "system/services.py",
+        "system/container_script.py",
+        "derivations/lowering.py",
+        "pyguix/commands/system.py",
+        "builders/container.py",
+    ):
+        assert str(project / module) in depends, module
+    assert str(file.parent / "warm_names.py") in depends
+    assert str(EXAMPLE) in depends
+    assert os.path.realpath(sys.executable) in depends
+    assert not any(path.startswith(str(root)) for path in depends)
+
+
+def test_lookup_misses_once_a_dependency_changes(tmp_path: Path) -> None:
+    from derivations.lowering_cache import (
+        EvaluationCache,
+        cached_evaluation,
+        evaluation_key,
+    )
+    from store.local import LocalStore
+
+    store = LocalStore(str(tmp_path / "store"), str(tmp_path / "state"))
+    source = tmp_path / "input.txt"
+    source.write_text("one\n")
+    item = store.add_text("warm-item", "x")
+    evaluated = tmp_path / "evaluated.py"
+    evaluated.write_text("# evaluated\n")
+
+    def evaluate() -> list[tuple[str, str]]:
+        source.read_text()
+        return [("path", str(item))]
+
+    first, cached = cached_evaluation(store, "test", str(evaluated), [], evaluate)
+    assert (first, cached) == ([("path", str(item))], False)
+    again, cached = cached_evaluation(store, "test", str(evaluated), [], evaluate)
+    assert (again, cached) == (first, True)
+
+    key = evaluation_key("test", str(evaluated), [], store.store_dir)
+    assert key is not None
+    source.write_text("two, longer\n")
+    assert EvaluationCache(store).lookup(key) is None
+    assert (
+        cached_evaluation(store, "test", str(evaluated), ["-x"], evaluate)[1] is False
+    )
