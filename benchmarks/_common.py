@@ -3,10 +3,10 @@
 Every figure the benchmarks report comes from here, so that pyguix and Nix
 are measured the same way:
 
-* :func:`run_process` starts a command, waits for it with ``os.wait4`` and
-  returns its wall-clock duration and its peak resident set (``ru_maxrss``
-  of that child, which on Linux includes the children it waited for: the
-  builders of a build);
+* :func:`run_process` starts a command from a small launcher process, which
+  waits for it with ``os.wait4`` and reports its wall-clock duration and
+  its peak resident set (``ru_maxrss`` of that child, which on Linux
+  includes the children it waited for: the builders of a build);
 * :func:`timed` times a call in this process;
 * :func:`median` and :func:`summarise` reduce several runs;
 * :func:`machine` describes the machine the figures were made on.
@@ -84,6 +84,32 @@ class Measure:
     runs: int
 
 
+_LAUNCHER = """
+import os, sys, time
+report, command = sys.argv[1], sys.argv[2:]
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(command[0], command)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - start
+with open(report, "w") as file:
+    file.write(f"{seconds!r} {usage.ru_maxrss}")
+code = os.waitstatus_to_exitcode(status)
+os._exit(code if code >= 0 else 128 - code)
+"""
+"""Run a command and report its duration and peak RSS, from a small process.
+
+Linux keeps, across ``exec``, the peak RSS of the process that forked: a
+command started from this (large) process would report at least this
+process's size.  Started from ``python3 -S``, the floor is a few MiB; the
+launcher's own start-up is not timed.
+"""
+
+
 def run_process(
     command: Sequence[str],
     env: Mapping[str, str] | None = None,
@@ -91,15 +117,19 @@ def run_process(
 ) -> Sample:
     """Run ``command`` to its end; return its duration and peak memory.
 
-    The output goes to temporary files, not pipes, so that ``wait4`` can
-    collect the child's own resource usage.
+    The peak is ``ru_maxrss`` from ``wait4``: the largest of the command
+    and the children it waited for.
     """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryDirectory() as scratch,
+    ):
+        report = Path(scratch, "report")
+        launcher = [sys.executable, "-S", "-c", _LAUNCHER, str(report)]
+        process = subprocess.run([*launcher, *command], stdout=out, stderr=err,
+                                 env=env, check=False)  # fmt: skip
+        seconds, max_rss = report.read_text().split()
 
         out.seek(0)
         err.seek(0)
@@ -107,7 +137,7 @@ def run_process(
         stderr = err.read().decode(errors="replace")
     if check and process.returncode != 0:
         raise ProcessError(command, process.returncode, stderr)
-    return Sample(seconds, usage.ru_maxrss, stdout, stderr)
+    return Sample(float(seconds), int(max_rss), stdout, stderr)
 
 
 def timed(function: Callable[[], T]) -> tuple[T, float]:

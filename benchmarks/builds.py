@@ -33,15 +33,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 # benchmarks/derivations.py would shadow the derivations package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
 
+from benchmarks._common import timed as timed_call  # noqa: E402
 from builders.bootstrap import interpreter_executable, interpreter_paths  # noqa: E402
 from builders.progress import BuildReporter  # noqa: E402
 from builders.scheduler import realise  # noqa: E402
@@ -72,9 +74,7 @@ def shape(size: int, width: int) -> Layers:
 
 
 def timed(label: str, function: Callable[[], T]) -> tuple[T, float]:
-    start = time.perf_counter()
-    result = function()
-    elapsed = time.perf_counter() - start
+    result, elapsed = timed_call(function)
     print(f"  {label:<44} {elapsed:8.3f} s")
     return result, elapsed
 

@@ -27,14 +27,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 # This file's name would shadow the derivations package when run as a script.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
 
+from benchmarks._common import timed as timed_call  # noqa: E402
 from derivations.create import clear_read_cache, derivation, make_derivation  # noqa: E402
 from derivations.derivation import Derivation  # noqa: E402
 from derivations.graph import build_generations, store_derivation_graph  # noqa: E402
@@ -62,9 +64,7 @@ def shape(size: int, width: int) -> list[list[tuple[str, list[int]]]]:
 
 
 def timed(label: str, function: Callable[[], T]) -> tuple[T, float]:
-    start = time.perf_counter()
-    result = function()
-    elapsed = time.perf_counter() - start
+    result, elapsed = timed_call(function)
     print(f"{label:<42} {elapsed:8.3f} s")
     return result, elapsed
 

@@ -210,14 +210,23 @@ def store_add_rows(smoke: bool, runs: int, nix: bool) -> list[Row]:
 # -- The command --------------------------------------------------------------
 
 
-def _header(command: str) -> str:
+def _header(command: str, started: datetime.datetime, commit: str, load: str) -> str:
     lines = [
-        f"Run on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC "
-        f"with `{command}` at commit {_commit()}.",
+        f"Run on {started:%Y-%m-%d %H:%M} UTC with `{command}` at commit {commit}"
+        f" ({(datetime.datetime.now(datetime.UTC) - started).seconds // 60} min).",
         "",
     ]
     lines += [f"- {key}: {value}" for key, value in machine().items()]
+    lines.append(f"- load average (1 min) at start and end: {load} and {_load()}")
     return "\n".join(lines)
+
+
+def _load() -> str:
+    try:
+        with open("/proc/loadavg") as file:
+            return file.read().split()[0]
+    except OSError:
+        return "unknown"
 
 
 def _commit() -> str:
@@ -248,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if options.smoke and nix:
         nix = "eval"
     command = shlex.join(["python3", "benchmarks/run.py", *sys.argv[1:]])
+    started, commit, load = datetime.datetime.now(datetime.UTC), _commit(), _load()
 
     _progress("system container")
     rows = system_rows(measure_system(runs))
@@ -260,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows += nar_rows(options.smoke, runs, bool(nix))
     rows += store_add_rows(options.smoke, runs, bool(nix))
 
-    print(_header(command))
+    print(_header(command, started, commit, load))
     print()
     print(table(rows))
     if not nix:
