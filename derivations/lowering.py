@@ -14,6 +14,10 @@ lowered in turn.  It is memoised twice:
   digest of the object's *fingerprint* (its content and options).  The
   cache file is saved when the outermost lowering returns.
 
+Above both, the commands that evaluate a file (``pyguix system``,
+``pyguix build -f``) keep the paths a whole evaluation gave, checked
+against every file it read (``derivations.lowering_cache.EvaluationCache``).
+
 **The bootstrap interpreter is impure.**  A gexp's builder is Python run by
 the host's interpreter, ``os.path.realpath(sys.executable)``: that path is
 the derivation's ``builder``, and its identity (``python-X.Y.Z at PATH``) is

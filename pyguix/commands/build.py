@@ -23,7 +23,9 @@ or else those in its ``__all__``.  For example::
     pyguix_build_targets = ["hello"]
 
 Objects are lowered against the store (``derivations.lowering``) and their
-derivations realised like any other.
+derivations realised like any other.  An unchanged file, given the same
+TARGETs, is not run again: the evaluation cache
+(``derivations.lowering_cache.EvaluationCache``) gives what it lowered to.
 """
 
 from __future__ import annotations

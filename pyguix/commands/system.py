@@ -22,6 +22,10 @@ or the script's) is rebuilt and compared with its valid outputs, as
 ``pyguix build --check`` does for the derivations it is given; the command
 fails with status 104 if one differs.
 
+An unchanged OS file, with the same options, is not loaded again: the
+evaluation cache (``derivations.lowering_cache.EvaluationCache``) gives
+the derivation it lowered to, and ``-v`` says so.
+
 Progress goes to standard error; with a chroot store (global ``--root``)
 the script knows where the store physically is (see
 :mod:`system.container_script`).
