@@ -329,20 +329,32 @@ def _handshake(
     if "user" in plan.namespaces:
         linux.write_id_maps(helper, plan.uid_map, plan.gid_map, plan.deny_setgroups)
     os.write(go_write, b"g")
-    message = _expect(reader.next(), "pid", error_class)
-    pid = message["pid"]
-    assert isinstance(pid, int)
+
+    # The helper reports the init's pid and the init reports "ready" on the
+    # same pipe, from two processes: either may come first.
+    pid: int | None = None
+    ready = False
     try:
-        _expect(reader.next(), "ready", error_class)
+        while pid is None or not ready:
+            message = _expect(reader.next(), ("pid", "ready"), error_class)
+            if "pid" in message:
+                assert isinstance(message["pid"], int), message
+                pid = message["pid"]
+            else:
+                ready = True
     except BaseException:
-        kill_quietly(pid)
+        if pid is not None:
+            kill_quietly(pid)
         raise
     return pid
 
 
 def _expect(
-    message: dict[str, object] | None, key: str, error_class: type[PyguixError]
+    message: dict[str, object] | None,
+    keys: str | tuple[str, ...],
+    error_class: type[PyguixError],
 ) -> dict[str, object]:
+    """Return ``message`` if it carries one of ``keys``; raise what it reports."""
     if message is None:
         raise error_class(
             "the container's setup process exited without a word",
@@ -350,7 +362,8 @@ def _expect(
         )
     if "error" in message:
         raise_error(message, error_class)
-    assert key in message, (key, message)
+    wanted = (keys,) if isinstance(keys, str) else keys
+    assert any(key in message for key in wanted), (keys, message)
     return message
 
 

@@ -431,3 +431,27 @@ def test_init_in_front_relays_signals_to_a_program_without_handlers(
     assert status == 128 + signal.SIGTERM
     assert (shared / "pid").read_text() == "2"
     assert time.monotonic() - start < 10
+
+
+def test_handshake_accepts_ready_before_pid() -> None:
+    # The init may report "ready" before its helper reports its pid: both
+    # write to the same pipe from two processes.
+    import json
+    import types
+
+    from builders.container import ContainerError, MessageReader, _handshake
+
+    messages_read, messages_write = os.pipe()
+    go_read, go_write = os.pipe()
+    for message in ({"unshared": True}, {"ready": True}, {"pid": 4242}):
+        os.write(messages_write, json.dumps(message).encode() + b"\n")
+    os.close(messages_write)
+    plan = types.SimpleNamespace(namespaces=frozenset())
+    reader = MessageReader(messages_read)
+    try:
+        assert _handshake(plan, 0, reader, go_write, ContainerError) == 4242  # type: ignore[arg-type]
+        assert os.read(go_read, 1) == b"g"
+    finally:
+        reader.close()
+        os.close(go_read)
+        os.close(go_write)
