@@ -300,13 +300,29 @@ def _install(store: LocalStore, pending: list[_Pending]) -> None:
                 if item.info.path in valid or item.info.path in placed:
                     continue
                 target = store.physical(item.info.path)
-                remove_tree(target)
+                # Note: text items are added without the path lock, by a
+                # rename that replaces a file atomically; removing such a
+                # file first could leave a concurrently registered text
+                # missing.  Only a leftover directory needs removing.
+                if os.path.isdir(target) and not os.path.islink(target):
+                    remove_tree(target)
                 canonicalise(item.temp)
                 os.rename(item.temp, target)
                 placed.append(item.info.path)
             fresh = [p.info for p in pending if p.info.path in placed]
             store.db.register(fresh)
         except BaseException:
-            for path in placed:
-                remove_tree(store.physical(path))
+            _remove_unregistered(store, placed)
             raise
+
+
+def _remove_unregistered(store: LocalStore, placed: list[str]) -> None:
+    """Remove what an import placed, except items another process registered
+    meanwhile (the same text, added concurrently)."""
+    try:
+        registered = store.query_valid(placed)
+    except BaseException:
+        registered = set()
+    for path in placed:
+        if path not in registered:
+            remove_tree(store.physical(path))
