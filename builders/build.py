@@ -56,7 +56,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -270,7 +270,7 @@ def build_derivation(
     """
     options = options or BuildOptions()
     outputs = drv.output_paths()
-    _add_temp_roots(store, outputs.values())
+    store.add_temp_roots(sorted(outputs.values()))
 
     with store.lock_paths(outputs.values()):
         valid = store.query_valid(outputs.values())
@@ -337,7 +337,7 @@ def _input_closure(store: LocalStore, drv: Derivation) -> set[str]:
     """Return the closure of the inputs of ``drv``, failing if one is invalid."""
     inputs = input_paths(store, drv)
     # Rooted before the validity check, so a collection cannot take them after.
-    _add_temp_roots(store, inputs)
+    store.add_temp_roots(sorted(inputs))
     missing = inputs - store.query_valid(inputs)
     if missing:
         raise BuildError(
@@ -349,14 +349,6 @@ def _input_closure(store: LocalStore, drv: Derivation) -> set[str]:
             )
         )
     return store.query_requisites(inputs)
-
-
-def _add_temp_roots(store: LocalStore, paths: Iterable[str]) -> None:
-    """Add temporary roots for ``paths`` under one hold of the GC lock."""
-    # XXX: LocalStore has no batch form of add_temp_root yet.
-    with store.gc_lock(shared=True):
-        for path in sorted(paths):
-            store._add_temp_root_locked(path)
 
 
 @contextmanager
@@ -745,16 +737,13 @@ def _move_into_place(store: LocalStore, build: _Build) -> None:
 
 
 def _register(store: LocalStore, drv: Derivation, build: _Build) -> None:
-    # XXX: the outputs' rows and the derivation's output records are two
-    # transactions; a crash between them leaves valid outputs the derivation
-    # does not list yet, as a build made before outputs were recorded.
+    """Make the outputs valid and record them as the derivation's, together."""
     infos = [
         PathInfo(o.path, o.nar_hash, o.nar_size, o.references, drv.path, 0, o.ca)
         for o in build.outputs.values()
     ]
-    store.register_valid_paths(infos)
-    if store.is_valid(drv.path):
-        store.register_derivation_outputs(drv.path, drv.output_paths())
+    recorded = {drv.path: drv.output_paths()} if store.is_valid(drv.path) else None
+    store.register_valid_paths(infos, recorded)
 
 
 # ---------------------------------------------------------------------------

@@ -66,7 +66,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from store import nar
@@ -298,30 +298,32 @@ class LocalStore:
 
     # -- Registration ----------------------------------------------------------
 
-    def register_valid_paths(self, infos: Sequence[PathInfo]) -> None:
-        """Make ``infos`` valid in one transaction.
+    def register_valid_paths(
+        self,
+        infos: Sequence[PathInfo],
+        derivation_outputs: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        """Make ``infos`` valid, and record ``derivation_outputs``, in one
+        transaction.
 
         The caller guarantees that each item is complete and canonical on
         disk and that it holds the items' path locks.
+
+        :param derivation_outputs: for each valid derivation path, its
+            outputs by name (as :meth:`register_derivation_outputs`), so that
+            a build's outputs and the record of them become valid together.
         """
         now = int(time.time())
         stamped = [
-            info
-            if info.registration_time
-            else PathInfo(
-                info.path,
-                info.nar_hash,
-                info.nar_size,
-                info.references,
-                info.deriver,
-                now,
-                info.ca,
-            )
+            info if info.registration_time else replace(info, registration_time=now)
             for info in infos
         ]
         with self._gc_shared.hold():
             self._temp_roots().add_many(info.path for info in stamped)
-            self.db.register(stamped)
+            with self.db.transaction():
+                self.db.register(stamped)
+                for drv_path, outputs in (derivation_outputs or {}).items():
+                    self.db.register_outputs(str(drv_path), dict(outputs))
 
     def register_derivation_outputs(
         self, drv_path: str, outputs: Mapping[str, str]

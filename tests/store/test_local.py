@@ -333,3 +333,28 @@ def test_recovery_removes_what_a_killed_adder_listed(
     child.wait()
     assert sorted(store.recover()) == sorted([temp, half])
     assert not os.path.exists(store.state_file("temproots", str(child.pid)))
+
+
+def test_outputs_and_their_record_are_registered_together(
+    store: LocalStore,
+) -> None:
+    from store.database import DatabaseError, PathInfo
+    from store.hash import hash_bytes
+
+    drv = str(store.add_text("x.drv", "Derive()"))
+    output = f"{store.store_dir}/{'1' * 32}-x"
+    os.makedirs(store.physical(store.store_dir), exist_ok=True)
+    with open(store.physical(output), "wb") as file:
+        file.write(b"built")
+    info = PathInfo(output, hash_bytes("sha256", b"nar"), 3, frozenset(), drv)
+
+    # A record for a derivation that is not valid fails the whole
+    # registration: the output does not become valid without it.
+    missing_drv = f"{store.store_dir}/{'2' * 32}-y.drv"
+    with pytest.raises(DatabaseError):
+        store.register_valid_paths([info], {missing_drv: {"out": output}})
+    assert not store.is_valid(output)
+
+    store.register_valid_paths([info], {drv: {"out": output}})
+    assert store.is_valid(output)
+    assert store.query_derivation_outputs(drv) == {"out": output}
