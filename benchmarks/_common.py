@@ -56,9 +56,12 @@ class ProcessError(RuntimeError):
 
     def __init__(self, command: Sequence[str], status: int, stderr: str) -> None:
         shown = " ".join(command[:6]) + (" ..." if len(command) > 6 else "")
+        excerpt = (
+            stderr if len(stderr) < 4000 else f"{stderr[:2000]}\n...\n{stderr[-1500:]}"
+        )
         super().__init__(
-            f"'{shown}' exited with status {status}; its stderr ends with:\n"
-            f"{stderr[-2000:]}\nhint: run the command by hand to see why"
+            f"'{shown}' exited with status {status}; its stderr:\n"
+            f"{excerpt}\nhint: run the command by hand to see why"
         )
         self.command = list(command)
         self.status = status

@@ -134,17 +134,17 @@ def dag_rows(figures: DagFigures, cap: int) -> list[Row]:
             m.get("pyguix eval"), m.get("nix eval"), n,
             "create and write every .drv, a new process"),
     ]  # fmt: skip
-    if "pyguix cold" not in m:
+    if n > cap:
         note = f"not measured: cold builds capped at {cap:,} derivations (--build-cap)"
         rows.append(Row(f"{name}: cold build and no-op realise", None, None, n, note))
         return rows
     rows += [
         Row(f"{name}: cold build, pyguix / Nix with sandbox",
-            m["pyguix cold"], m.get("nix cold sandbox"), n,
+            m.get("pyguix cold"), m.get("nix cold sandbox"), n,
             "; ".join(["-j1; builders: python3 -S (pyguix), /bin/sh (Nix)",
                        *figures.notes])),
         Row(f"{name}: cold build, pyguix / Nix without sandbox",
-            m["pyguix cold"], m.get("nix cold no sandbox"), n,
+            m.get("pyguix cold"), m.get("nix cold no sandbox"), n,
             "Nix's setting on this machine (sandbox = false)"),
         Row(f"{name}: no-op realise, pyguix build / nix-store --realise",
             m.get("pyguix no-op"), m.get("nix no-op"), n,
