@@ -10,6 +10,13 @@ library, ``libpython``, extension modules), the dynamic loader, and the
 shared libraries the interpreter and its extension modules link against, as
 ``ldd`` resolves them on the host.  Each is bound at its own path.
 
+Extension modules a build has no use for are left out with their libraries
+(:data:`UNBOUND_MODULES`: the GUI toolkit, terminal line editing and
+screen handling, NIS lookups): they would bind some thirty more libraries,
+one mount each, into every sandbox, for modules that need a display, a
+terminal or a network a build never has.  Importing one inside a sandbox
+fails with ``ImportError``.
+
 XXX: libraries that glibc or an extension load with dlopen at run time
 (``libgcc_s`` for thread cancellation, NSS modules) are not listed; builders
 that need them must have them in their inputs.
@@ -23,7 +30,15 @@ import subprocess
 import sys
 import sysconfig
 
-__all__ = ["interpreter_identity", "interpreter_paths", "interpreter_executable"]
+__all__ = [
+    "UNBOUND_MODULES",
+    "interpreter_executable",
+    "interpreter_identity",
+    "interpreter_paths",
+]
+
+#: Extension modules whose libraries are not bound into sandboxes.
+UNBOUND_MODULES = frozenset({"_tkinter", "_curses", "_curses_panel", "readline", "nis"})
 
 
 def interpreter_executable() -> str:
@@ -67,7 +82,7 @@ def _extension_modules() -> list[str]:
     return sorted(
         os.path.join(directory, name)
         for name in os.listdir(directory)
-        if name.endswith(".so")
+        if name.endswith(".so") and name.split(".", 1)[0] not in UNBOUND_MODULES
     )
 
 

@@ -574,8 +574,9 @@ def _assemble_root(plan: Plan, sources: dict[str, int]) -> None:
     _populate_dev(root, sources)
     if plan.console and os.isatty(0):
         _bind_console(root, sources[os.ttyname(0)])
+    made: set[str] = set()
     for spec in plan.mounts:
-        _mount_one(root, spec, sources.get(spec.source))
+        _mount_one(root, spec, sources.get(spec.source), made)
     for fd in sources.values():
         os.close(fd)
 
@@ -652,12 +653,23 @@ def _touch(path: str) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
 
 
-def _mount_one(root: str, spec: FileSystemSpec, fd: int | None) -> None:
-    """Mount ``spec`` under ``root``, creating its mount point."""
+def _make_directory(path: str, made: set[str]) -> None:
+    """Create directory ``path`` and its parents, unless done already."""
+    if path not in made:
+        os.makedirs(path, exist_ok=True)
+        made.add(path)
+
+
+def _mount_one(root: str, spec: FileSystemSpec, fd: int | None, made: set[str]) -> None:
+    """Mount ``spec`` under ``root``, creating its mount point.
+
+    ``made`` holds the directories already created under ``root``: the
+    bootstrap libraries share a directory, which is then made once.
+    """
     target = root + spec.target
     read_only = 0 if spec.writable else linux.MS_RDONLY
     if not spec.is_bind:
-        os.makedirs(target, exist_ok=True)
+        _make_directory(target, made)
         linux.mount(
             spec.source, target, spec.type, spec.flags | read_only, spec.options
         )
@@ -665,9 +677,9 @@ def _mount_one(root: str, spec: FileSystemSpec, fd: int | None) -> None:
 
     assert fd is not None
     if stat.S_ISDIR(os.fstat(fd).st_mode):
-        os.makedirs(target, exist_ok=True)
+        _make_directory(target, made)
     else:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+        _make_directory(os.path.dirname(target), made)
         if not os.path.lexists(target):
             _touch(target)
     try:
