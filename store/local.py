@@ -59,7 +59,6 @@ become valid together when it ends, or, after a crash, not at all.
 from __future__ import annotations
 
 import atexit
-import hashlib
 import logging
 import os
 import threading
@@ -67,21 +66,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from store import nar
-from store.canonical import canonicalise, remove_tree
 from store.database import Database, PathInfo
 from store.errors import StoreError
-from store.hash import ALGORITHMS, Hash
-from store.ingest import (
-    copy_tree,
-    file_nar_hash,
-    fsync,
-    fsync_tree,
-    hash_source,
-    write_file,
-)
 from store.locks import (
     FileLock,
     LockBusyError,
@@ -93,6 +81,13 @@ from store.locks import (
 )
 from store.paths import StorePath, make_fixed_output_path, make_text_path
 from store.roots import TempRoots, abandoned_roots, make_indirect_root
+
+if TYPE_CHECKING:
+    from store.hash import Hash
+
+# Note: opening a store and querying it must not import the NAR code, the
+# ingestion helpers or the canonicaliser; methods that write import them,
+# so that a no-op command starts quickly.
 
 __all__ = ["Adding", "LocalStore", "PathInfo", "TEMP_PREFIX", "TextItem", "pause_point"]
 
@@ -164,6 +159,10 @@ def _text_item(
     name: str, text: str | bytes, references: Iterable[str | StorePath], store_dir: str
 ) -> _Text:
     """Compute the path of a text, as Nix's ``addTextToStore`` names it."""
+    import hashlib
+
+    from store.hash import Hash
+
     data = text.encode() if isinstance(text, str) else text
     refs = frozenset(str(r) for r in references)
     digest = hashlib.sha256(data).digest()
@@ -441,6 +440,8 @@ class LocalStore:
         try:
             pause_point("before-commit")
             if self.fsync and batch.placed:
+                from store.ingest import fsync
+
                 fsync(self.real_store_dir)
             self.db.commit()
             pause_point("after-commit")
@@ -525,6 +526,9 @@ class LocalStore:
         slow way under its path lock instead, after registering ``before``
         (what it may refer to), and return ``None``.
         """
+        from store.canonical import remove_tree
+        from store.ingest import file_nar_hash, write_file
+
         temp = self._temp_name(text.path)
         target = self.physical(text.path)
         try:
@@ -569,6 +573,8 @@ class LocalStore:
         if self._batch is not None:
             self._batch.placed += 1
         elif self.fsync:
+            from store.ingest import fsync
+
             fsync(self.real_store_dir)
 
     def _temp_name(self, path: StorePath) -> str:
@@ -599,6 +605,9 @@ class LocalStore:
         :param dry_run: compute and return the path, write nothing.
         :raises StoreError: on a bad source, name or algorithm.
         """
+        from store.hash import ALGORITHMS
+        from store.ingest import copy_tree, hash_source
+
         source = os.path.abspath(source)
         name = name or os.path.basename(source.rstrip("/"))
         if algorithm not in ALGORITHMS:
@@ -651,6 +660,8 @@ class LocalStore:
                 try:
                     self.db.register([info])
                 except BaseException:
+                    from store.canonical import remove_tree
+
                     remove_tree(self.physical(path))
                     raise
                 pause_point("after-register")
@@ -672,6 +683,10 @@ class LocalStore:
 
         The caller holds the path lock.  Returns the NAR hash and size.
         """
+        from store import nar
+        from store.canonical import canonicalise, remove_tree
+        from store.ingest import fsync_tree
+
         target = self.physical(path)
         if os.path.lexists(target):
             logger.info("removing invalid '%s' before adding it", path)
@@ -706,6 +721,8 @@ class LocalStore:
         On error the temporary entry is removed; if the process dies, the
         record's lock dies with it and :meth:`recover` cleans up.
         """
+        from store.canonical import remove_tree
+
         temp_name = f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(8).hex()}"
         record = lock_file(self.state_file("adding", temp_name), delete=True)
         entry = Adding(os.path.join(self.real_store_dir, temp_name), record, self.fsync)
@@ -763,6 +780,8 @@ class LocalStore:
         return removed
 
     def _recover_one(self, temp_name: str, base_name: str) -> list[str]:
+        from store.canonical import remove_tree
+
         removed: list[str] = []
         temp = os.path.join(self.real_store_dir, temp_name)
         if os.path.lexists(temp):
@@ -783,6 +802,8 @@ class LocalStore:
             hash_part = path[len(prefix) :][:32]
             temp = os.path.join(self.real_store_dir, f"{TEMP_PREFIX}{pid}-{hash_part}")
             if os.path.lexists(temp):
+                from store.canonical import remove_tree
+
                 remove_tree(temp)
                 removed.append(temp)
             lock = self.lock_file_of(path)
@@ -798,6 +819,8 @@ class LocalStore:
             if not os.path.lexists(self.physical(path)):
                 continue
             try:
+                from store.canonical import remove_tree
+
                 with self.lock_paths([path], wait=False):
                     if not self.is_valid(path):
                         remove_tree(self.physical(path))
@@ -809,6 +832,8 @@ class LocalStore:
     def trash(self, physical_path: str) -> int:
         """Remove an item from disk: rename it to a temporary name, then
         delete it, so that it vanishes at once.  Return the bytes freed."""
+        from store.canonical import remove_tree
+
         with self.adding(None) as entry:
             try:
                 os.rename(physical_path, entry.temp)
