@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from store.errors import PyguixError
 
@@ -41,9 +40,9 @@ class StoreConfig:
 
 def _can_write(directory: str) -> bool:
     """Tell whether ``directory``, or its nearest existing parent, is writable."""
-    path = Path(directory)
-    while not path.exists():
-        path = path.parent
+    path = directory
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
     return os.access(path, os.W_OK)
 
 
