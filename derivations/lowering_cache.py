@@ -82,7 +82,6 @@ import hashlib
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -241,6 +240,8 @@ class LoweringCache:
             },
             use_bin_type=True,
         )
+        import tempfile  # only writers need it: a cache hit starts faster
+
         directory = os.path.dirname(self.path)
         fd, temp = tempfile.mkstemp(prefix=".lowering-", dir=directory)
         try:
@@ -512,6 +513,8 @@ class EvaluationCache:
             },
             use_bin_type=True,
         )
+        import tempfile
+
         os.makedirs(self.directory, exist_ok=True)
         fd, temp = tempfile.mkstemp(prefix=".evaluation-", dir=self.directory)
         try:
