@@ -43,8 +43,9 @@ bug 36463), ``/dev/shm``, the ``/dev/fd`` links and, when standard input is
 a terminal, that terminal on ``/dev/console``; then the caller's mounts, in
 order.  A read-only bind is a bind followed by a read-only remount that
 repeats the source's flags (:func:`~builders.linux.bind_flags_of`).  Then
-``pivot_root``, the old root is detached, and ``lo`` is brought up in a
-private network namespace.
+``pivot_root``, and the old root is detached.  Meanwhile the helper, in the
+same private network namespace, brings ``lo`` up; the init waits for it
+before running its payload.
 
 Bind sources are opened (``O_PATH``) before anything is mounted and before
 the init changes its ids, and mounted through ``/proc/self/fd``: hiding
@@ -67,7 +68,6 @@ import contextlib
 import errno
 import json
 import os
-import select
 import signal
 import stat
 import sys
@@ -454,6 +454,11 @@ def _helper_main(plan: Plan, parent: int, report: int, go: int) -> NoReturn:
             _init_main(plan, report, alive_read)
         os.close(alive_read)
         _send(report, {"pid": pid})
+        # While the init assembles the root: loopback up, in the same
+        # network namespace, then let the init go on to its payload.
+        if plan.loopback and "net" in plan.namespaces:
+            linux.bring_interface_up("lo")
+        os.write(alive_write, b"u")
         for fd in set(plan.stdio):
             if fd is not None and fd > 2:
                 os.close(fd)
@@ -492,8 +497,10 @@ def _max_fd() -> int:
 def _init_main(plan: Plan, report: int, helper_alive: int) -> NoReturn:
     """Assemble the root, drop privileges and run the payload.
 
-    ``helper_alive`` is a pipe only the helper writes to: at end of file the
-    helper died before the parent-death signal was armed, so the init quits.
+    ``helper_alive`` is a pipe only the helper writes to: one byte once it
+    has brought the loopback interface up, which the init waits for before
+    it reports ``ready``; at end of file the helper died (maybe before the
+    parent-death signal was armed) and the init quits.
     """
     try:
         for signum in (
@@ -506,16 +513,14 @@ def _init_main(plan: Plan, report: int, helper_alive: int) -> NoReturn:
         ):
             signal.signal(signum, signal.SIG_DFL)
         linux.set_parent_death_signal(signal.SIGKILL)
-        poller = select.poll()
-        poller.register(helper_alive, select.POLLIN)
-        if poller.poll(0):
-            os._exit(2)
-        os.close(helper_alive)
         sources = _open_sources(plan)
         _take_ids(plan)
         _assemble_root(plan, sources)
         _enter_root(plan)
         _configure(plan)
+        if os.read(helper_alive, 1) != b"u":
+            os._exit(2)
+        os.close(helper_alive)
     except BaseException as error:  # noqa: BLE001 - reported to the caller
         _send(report, error_message(error))
         os._exit(3)
@@ -706,11 +711,12 @@ def _enter_root(plan: Plan) -> None:
 
 
 def _configure(plan: Plan) -> None:
-    """Set the host name, bring ``lo`` up, switch ids, and the process state."""
+    """Set the host name, switch ids, and the process state.
+
+    The helper brings ``lo`` up meanwhile (see :func:`_helper_main`).
+    """
     if plan.hostname is not None and "uts" in plan.namespaces:
         linux.sethostname(plan.hostname)
-    if plan.loopback and "net" in plan.namespaces:
-        linux.bring_interface_up("lo")
     if plan.guest_gid is not None:
         os.setresgid(plan.guest_gid, plan.guest_gid, plan.guest_gid)
     if plan.guest_uid is not None:
