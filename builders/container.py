@@ -289,6 +289,8 @@ def launch(plan: Plan, error_class: type[PyguixError] = ContainerError) -> Launc
     On a setup error the processes are reaped and the error is raised here.
     """
     linux.preload()
+    if _EXITING_HELPERS:
+        reap_helper(_EXITING_HELPERS.pop())
     message_read, message_write = os.pipe2(os.O_CLOEXEC)
     go_read, go_write = os.pipe2(os.O_CLOEXEC)
     parent = os.getpid()
@@ -400,6 +402,30 @@ def wait_helper(
     return status
 
 
+# Helpers that had sent their last word but had not yet exited when their
+# caller was done with them; reaped by the next launch or the next reap.
+_EXITING_HELPERS: set[int] = set()
+
+
+def reap_helper(pid: int) -> None:
+    """Reap helper ``pid`` once it has sent its status, without waiting for it.
+
+    A helper's exit frees the namespaces it holds (the mount namespace's
+    mounts among them), which may take milliseconds after the build's end:
+    if it has not exited yet it is reaped later, by the next call of
+    :func:`launch` or of this function, so a build's result is not delayed
+    by it.  Its namespaces hold nothing visible on the host meanwhile.
+    """
+    _EXITING_HELPERS.add(pid)
+    for helper in list(_EXITING_HELPERS):
+        try:
+            done, _ = os.waitpid(helper, os.WNOHANG)
+        except ChildProcessError:
+            done = helper
+        if done:
+            _EXITING_HELPERS.discard(helper)
+
+
 def exit_status(status: int) -> int:
     """Turn a wait status into an exit status: the code, or 128 + signal."""
     if os.WIFEXITED(status):
@@ -464,6 +490,9 @@ def _helper_main(plan: Plan, parent: int, report: int, go: int) -> NoReturn:
                 os.close(fd)
         _, status = os.waitpid(pid, 0)
         _send(report, {"status": status})
+        # The status is the last word: the caller need not wait for the
+        # end of file, which comes only once this process's memory is freed.
+        os.close(report)
         os._exit(0)
     except BaseException as error:  # noqa: BLE001 - reported to the caller
         _send(report, error_message(error))

@@ -66,6 +66,7 @@ from builders.container import (
     kill_quietly,
     launch,
     raise_error,
+    reap_helper,
 )
 from store.errors import PyguixError
 
@@ -333,10 +334,11 @@ def _supervise(
                 watch.killed = True
     except BaseException:
         kill_quietly(launched.pid)
-        raise
-    finally:
         launched.messages.close()
         os.waitpid(launched.helper_pid, 0)
+        raise
+    launched.messages.close()
+    reap_helper(launched.helper_pid)
 
     if reports.error is not None:
         raise_error(reports.error, SandboxError)
@@ -367,7 +369,10 @@ class _Reports:
     error: dict[str, object] | None = None
 
     def read(self, reader: MessageReader) -> bool:
-        """Read the reports available; return True at end of file."""
+        """Read the reports available; return True at the last one.
+
+        The helper's status is its last word; else the end of file is.
+        """
         reader.fill()
         while (message := reader.pop()) is not None:
             if "status" in message:
@@ -376,7 +381,7 @@ class _Reports:
                 self.status = raw
             elif "error" in message:
                 self.error = message
-        return reader.eof
+        return reader.eof or self.status is not None
 
 
 def _result(status: int | None, watch: _Watch) -> SandboxResult:
