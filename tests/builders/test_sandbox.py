@@ -538,3 +538,55 @@ def test_descriptors_above_1024_are_watched(tmp_path: Path) -> None:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert result.succeeded and log == "high\n"
+
+
+def test_builders_import_the_modules_bound_but_not_the_terminal_or_gui_ones(
+    tmp_path: Path,
+) -> None:
+    result, log = run(
+        tmp_path,
+        """
+        import _ssl, _hashlib, _ctypes, zlib, _bz2, _lzma, _sqlite3, _uuid
+        for name in ("readline", "_curses", "_tkinter"):
+            try:
+                __import__(name)
+            except ImportError:
+                print("missing", name)
+        """,
+    )
+    assert result.succeeded, log
+    assert log.split() == [
+        "missing",
+        "readline",
+        "missing",
+        "_curses",
+        "missing",
+        "_tkinter",
+    ]
+    assert not any(
+        "libtk" in path or "libreadline" in path for path in interpreter_paths()
+    )
+
+
+def zombie_children() -> int:
+    """Return how many children of this process have exited, unreaped."""
+    count = 0
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as port:
+            for pid in port.read().split():
+                with open(f"/proc/{pid}/stat") as stat:
+                    if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        count += 1
+    return count
+
+
+def test_exited_helpers_do_not_pile_up(tmp_path: Path) -> None:
+    for _ in range(5):
+        result, log = run(tmp_path, "pass")
+        assert result.succeeded, log
+    time.sleep(0.2)
+    # At most the last build's helper waits to be reaped by the next build.
+    assert zombie_children() <= 1
+    result, _ = run(tmp_path, "pass")
+    assert result.succeeded
+    assert zombie_children() <= 1
