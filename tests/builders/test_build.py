@@ -11,13 +11,13 @@ import socket
 import textwrap
 import time
 import uuid
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.builds import python_derivation as pydrv
+from helpers.host import host_processes_with
 
-from builders.bootstrap import interpreter_executable
 from builders.build import BuildError, BuildOptions, build_derivation
 from builders.linux import namespaces_unavailable_reason
 from derivations.create import derivation
@@ -29,30 +29,6 @@ pytestmark = pytest.mark.skipif(
     namespaces_unavailable_reason() is not None,
     reason=f"no namespaces here: {namespaces_unavailable_reason()}",
 )
-
-
-def pydrv(
-    store: LocalStore,
-    name: str,
-    code: str,
-    inputs: Iterable[Derivation] = (),
-    env: dict[str, str] | None = None,
-    **options: Any,
-) -> Derivation:
-    """Make a derivation whose builder runs ``code``; input ``i`` is ``$inI``."""
-    inputs = list(inputs)
-    variables = {f"in{i}": d.output_path() for i, d in enumerate(inputs)}
-    variables.update(env or {})
-    prologue = "import os, sys\nout = os.environ.get('out')\n"
-    return derivation(
-        store,
-        name,
-        interpreter_executable(),
-        ["-S", "-c", prologue + textwrap.dedent(code)],
-        env=variables,
-        inputs=inputs,
-        **options,
-    )
 
 
 def failure_of(store: LocalStore, drv: Derivation, **options: Any) -> BuildError:
@@ -291,19 +267,6 @@ def test_fixed_output_records_its_content_address(store: LocalStore) -> None:
     build_derivation(store, drv)
     info = store.query_path_info(drv.output_path())
     assert info is not None and info.ca == f"fixed:sha256:{declared.to_base32()}"
-
-
-def host_processes_with(token: str) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as port:
-                    if token.encode() in port.read():
-                        found.append(int(name))
-            except OSError:
-                pass
-    return found
 
 
 def test_timeout_kills_the_build_and_its_children(store: LocalStore) -> None:

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers.builds import python_derivation as pydrv
 
-from builders.bootstrap import interpreter_executable
 from builders.linux import namespaces_unavailable_reason
 from builders.progress import BuildReporter
 from builders.scheduler import RealiseError, realise
-from derivations.create import derivation
-from derivations.derivation import Derivation
 from store.hash import Hash
 from store.local import LocalStore
 
@@ -30,17 +26,6 @@ os.mkdir(out)
 open(out + '/stable', 'w').write('the same every time\\n')
 """
 TIMED = STABLE + "import time\nopen(out + '/stamp', 'w').write(repr(time.time()))\n"
-
-
-def pydrv(store: LocalStore, name: str, code: str, **options: Any) -> Derivation:
-    prologue = "import os, sys\nout = os.environ.get('out')\n"
-    return derivation(
-        store,
-        name,
-        interpreter_executable(),
-        ["-S", "-c", prologue + textwrap.dedent(code)],
-        **options,
-    )
 
 
 class Messages(BuildReporter):

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers.host import host_processes_with, mount_points
 
 from builders.bootstrap import interpreter_executable, interpreter_paths
 from builders.container import (
@@ -40,24 +41,6 @@ PYTHON_MOUNTS = [BindMount(path, path) for path in interpreter_paths()]
 
 def python(code: str, *extra: str) -> list[str]:
     return [interpreter_executable(), "-S", "-c", textwrap.dedent(code), *extra]
-
-
-def host_processes_with(token: str) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as port:
-                    if token.encode() in port.read():
-                        found.append(int(name))
-            except OSError:
-                pass
-    return found
-
-
-def mount_points() -> list[str]:
-    with open("/proc/self/mountinfo") as port:
-        return sorted(line.split()[4] for line in port)
 
 
 def container_temp_dirs() -> set[str]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.host import host_processes_with, mount_points
 
 from builders.bootstrap import (
     interpreter_executable,
@@ -68,25 +69,6 @@ def run(
     log = io.BytesIO()
     result = run_sandboxed(spec(tmp_path, code, *extra, **fields), log)
     return result, log.getvalue().decode()
-
-
-def host_processes_with(token: str) -> list[int]:
-    """Return the host PIDs whose command line contains ``token``."""
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as port:
-                    if token.encode() in port.read():
-                        found.append(int(name))
-            except OSError:
-                pass
-    return found
-
-
-def mount_points() -> list[str]:
-    with open("/proc/self/mountinfo") as port:
-        return sorted(line.split()[4] for line in port)
 
 
 def test_exit_status_and_both_streams_reach_the_log(tmp_path: Path) -> None:

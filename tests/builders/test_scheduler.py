@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.builds import python_derivation
 
-from builders.bootstrap import interpreter_executable
 from builders.linux import namespaces_unavailable_reason
 from builders.progress import BuildReporter
 from builders.scheduler import RealiseError, parse_target, realise
-from derivations.create import derivation
 from derivations.derivation import Derivation
 from store.local import LocalStore
 
@@ -44,20 +43,8 @@ def pydrv(
     env: dict[str, str] | None = None,
     **options: Any,
 ) -> Derivation:
-    """Make a derivation whose builder runs ``code``; input ``i`` is ``$inI``."""
-    inputs = list(inputs)
-    variables = {f"in{i}": d.output_path() for i, d in enumerate(inputs)}
-    variables.update(env or {})
-    prologue = "import os, sys\nout = os.environ.get('out')\n"
-    return derivation(
-        store,
-        name,
-        interpreter_executable(),
-        ["-S", "-c", prologue + textwrap.dedent(code)],
-        env=variables,
-        inputs=inputs,
-        **options,
-    )
+    """Make a Python derivation; by default it stamps its output."""
+    return python_derivation(store, name, code, inputs, env, **options)
 
 
 class Recorder(BuildReporter):
