@@ -24,6 +24,7 @@ a derivation path names its content, so the cache never goes stale.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping
 
@@ -175,17 +176,7 @@ def with_output_paths(
     }
     env = dict(drv.env)
     env.update(paths)
-    return Derivation(
-        drv.name,
-        outputs,
-        drv.input_derivations,
-        drv.input_sources,
-        drv.system,
-        drv.builder,
-        drv.args,
-        env,
-        drv.path,
-    )
+    return dataclasses.replace(drv, outputs=outputs, env=env)
 
 
 def without_output_paths(drv: Derivation) -> Derivation:
@@ -196,17 +187,7 @@ def without_output_paths(drv: Derivation) -> Derivation:
         for name, out in drv.outputs.items()
     }
     env = {key: "" if key in drv.outputs else value for key, value in drv.env.items()}
-    return Derivation(
-        drv.name,
-        outputs,
-        drv.input_derivations,
-        drv.input_sources,
-        drv.system,
-        drv.builder,
-        drv.args,
-        env,
-        drv.path,
-    )
+    return dataclasses.replace(drv, outputs=outputs, env=env)
 
 
 class OutputPathMismatch(DerivationError):
