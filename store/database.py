@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -143,9 +144,28 @@ class Database:
         """Set WAL, durability, the busy timeout and foreign keys."""
         run = self.connection.execute
         run(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        run("PRAGMA journal_mode = WAL")
+        self._enter_wal_mode()
         run(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
         run("PRAGMA foreign_keys = ON")
+
+    def _enter_wal_mode(self) -> None:
+        """Switch the database to WAL, waiting for others doing the same.
+
+        SQLite answers "database is locked" at once, without its busy
+        handler, to a connection changing the journal mode while another
+        one holds the file; two processes opening a new store meet this.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        pause = 0.001
+        while True:
+            try:
+                self.connection.execute("PRAGMA journal_mode = WAL").fetchall()
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def _migrate(self) -> None:
         """Create the schema on first use; refuse a newer one."""

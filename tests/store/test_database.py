@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 from pathlib import Path
 
@@ -145,3 +146,25 @@ def test_a_registration_failing_half_way_spoils_the_transaction(
         db.commit()
     assert not db.connection.in_transaction
     assert Database(str(tmp_path / "db.sqlite")).query_valid([A, B]) == set()
+
+
+def _open(filename: str) -> str:
+    """Open ``filename`` as a store database; return the error, if any."""
+    try:
+        Database(filename).close()
+    except DatabaseError as error:
+        return str(error)
+    return ""
+
+
+def test_processes_creating_one_database_at_once_all_open_it(tmp_path: Path) -> None:
+    # Switching a new database to WAL fails at once, without waiting, in
+    # all but one of several processes doing it together.
+    context = multiprocessing.get_context("fork")
+    with context.Pool(4) as pool:
+        for round_ in range(25):
+            filename = str(tmp_path / f"db{round_}.sqlite")
+            assert pool.map(_open, [filename] * 4) == [""] * 4
+            assert Database(filename).connection.execute(
+                "PRAGMA journal_mode"
+            ).fetchone() == ("wal",)
