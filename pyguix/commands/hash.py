@@ -6,10 +6,18 @@ bytes, as ``nix-hash --flat FILE``.  Hashes are printed one a line, bare and
 in base16 unless ``--base32``, ``--base64`` or ``--sri`` asks otherwise.
 The default algorithm is sha256, the one of NAR hashes in the store;
 ``nix-hash`` defaults to md5, which ``--type md5`` gives.
+
+``--truncate`` is ``nix-hash --truncate``: a digest longer than 160 bits
+(sha256, sha512) is folded to 20 bytes by XOR, Nix's ``compressHash``
+(:func:`store.hash.compress_hash`), the fold that makes store path hashes;
+it is not cut.  Shorter digests (md5, sha1) are printed whole.  The folded
+digest keeps its algorithm's name, so ``--sri`` prints ``sha256-`` and the
+base64 of 20 bytes, as Nix's ``Hash::to_string`` does.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from collections.abc import Callable
@@ -17,11 +25,15 @@ from typing import Any
 
 import click
 
+from store import base32
 from store.errors import PyguixError
-from store.hash import ALGORITHMS, Hash
+from store.hash import ALGORITHMS, Hash, compress_hash
 from store.nar import hash_path
 
-__all__ = ["command"]
+__all__ = ["TRUNCATED_SIZE", "command", "format_hash", "hash_file"]
+
+TRUNCATED_SIZE = 20
+"""Bytes a digest is folded to by ``--truncate`` (160 bits, as Nix)."""
 
 
 def _hash_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -45,6 +57,11 @@ def _hash_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--base32", "base", flag_value="base32", help="Nix base32."),
         click.option("--base64", "base", flag_value="base64", help="Base64."),
         click.option("--sri", "base", flag_value="sri", help="SRI, ALGO-BASE64."),
+        click.option(
+            "--truncate",
+            is_flag=True,
+            help="Fold hashes longer than 160 bits to 160 bits (XOR).",
+        ),
         click.argument("paths", nargs=-1, required=True, type=click.Path()),
     ]
     for option in reversed(options):
@@ -52,11 +69,22 @@ def _hash_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-def format_hash(digest: Hash, base: str) -> str:
-    """Return ``digest`` as ``nix-hash`` prints it in ``base``, or as SRI."""
-    if base == "sri":
-        return digest.to_sri()
-    return digest.to_string(base, prefixed=False)  # type: ignore[arg-type]
+def format_hash(digest: Hash, base: str, truncate: bool = False) -> str:
+    """Return ``digest`` as ``nix-hash`` prints it in ``base``, or as SRI.
+
+    :param truncate: fold a digest longer than :data:`TRUNCATED_SIZE` bytes
+        to that size first (``nix-hash --truncate``).
+    """
+    raw = digest.digest
+    if truncate and len(raw) > TRUNCATED_SIZE:
+        raw = compress_hash(raw, TRUNCATED_SIZE)
+
+    if base == "base16":
+        return raw.hex()
+    if base == "base32":
+        return base32.encode(raw)
+    encoded = base64.b64encode(raw).decode("ascii")
+    return f"{digest.algorithm}-{encoded}" if base == "sri" else encoded
 
 
 def hash_file(path: str, algorithm: str) -> Hash:
@@ -86,18 +114,22 @@ def command() -> None:
 
 @command.command("path")
 @_hash_options
-def path_command(algorithm: str, base: str, paths: tuple[str, ...]) -> None:
+def path_command(
+    algorithm: str, base: str, truncate: bool, paths: tuple[str, ...]
+) -> None:
     """Print the hash of the NAR of each PATH (nix-hash PATH)."""
     for path in paths:
         if not os.path.lexists(path):
             raise PyguixError(f"'{path}' does not exist")
         digest, _ = hash_path(path, algorithm)
-        click.echo(format_hash(digest, base))
+        click.echo(format_hash(digest, base, truncate))
 
 
 @command.command("file")
 @_hash_options
-def file_command(algorithm: str, base: str, paths: tuple[str, ...]) -> None:
+def file_command(
+    algorithm: str, base: str, truncate: bool, paths: tuple[str, ...]
+) -> None:
     """Print the hash of the contents of each FILE (nix-hash --flat FILE)."""
     for path in paths:
-        click.echo(format_hash(hash_file(path, algorithm), base))
+        click.echo(format_hash(hash_file(path, algorithm), base, truncate))

@@ -1,5 +1,6 @@
 """``pyguix hash`` against the hashes Nix 2.8 printed for the NAR vectors
-(fixtures/nar/cases.json) and the flat hashes (fixtures/base32/cases.json)."""
+(fixtures/nar/cases.json), the flat hashes (fixtures/base32/cases.json) and
+``nix-hash --truncate`` (fixtures/hash/truncate.json)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ NARS: dict[str, dict[str, Any]] = json.loads(
     (FIXTURES / "nar" / "cases.json").read_text()
 )
 FLAT = json.loads((FIXTURES / "base32" / "cases.json").read_text())["hashes"]
+TRUNCATED: dict[str, Any] = json.loads(
+    (FIXTURES / "hash" / "truncate.json").read_text()
+)
 
 _spec = importlib.util.spec_from_file_location(
     "nar_trees", FIXTURES / "nar" / "trees.py"
@@ -90,6 +94,53 @@ def test_file_matches_nix_hash_flat(
     file.write_text(case["text"])
     output = run("file", "--type", case["algorithm"], f"--{form}", str(file))
     assert output.strip() == case[form]
+
+
+@pytest.mark.parametrize("algorithm", ["md5", "sha1", "sha256", "sha512"])
+@pytest.mark.parametrize("base", ["base16", "base32"])
+def test_path_truncate_matches_nix_hash(
+    built: dict[str, Path], algorithm: str, base: str
+) -> None:
+    output = run(
+        "path",
+        "--truncate",
+        "--type",
+        algorithm,
+        f"--{base}",
+        *(str(built[name]) for name in SMALL),
+    )
+    expected = [
+        TRUNCATED["nar"][name][algorithm][f"truncated_{base}"] for name in SMALL
+    ]
+    assert output.splitlines() == expected
+
+
+@pytest.mark.parametrize("name", sorted(TRUNCATED["flat"]))
+@pytest.mark.parametrize("algorithm", ["md5", "sha1", "sha256", "sha512"])
+def test_file_truncate_matches_nix_hash_flat(
+    tmp_path: Path, name: str, algorithm: str
+) -> None:
+    case = TRUNCATED["flat"][name]
+    file = tmp_path / name
+    file.write_text(case["text"])
+    expected = case["hashes"][algorithm]
+    for base in ["base16", "base32"]:
+        output = run("file", "--truncate", "--type", algorithm, f"--{base}", str(file))
+        assert output.strip() == expected[f"truncated_{base}"]
+    assert run("file", "--type", algorithm, str(file)).strip() == expected["base16"]
+
+
+def test_truncate_folds_rather_than_cuts(built: dict[str, Path]) -> None:
+    full = bytes.fromhex(NARS["mixed-tree"]["nar_sha256_base16"])
+    folded = bytes.fromhex(TRUNCATED["nar"]["mixed-tree"]["sha256"]["truncated_base16"])
+    assert folded != full[:20]
+    assert folded[:12] == bytes(
+        a ^ b for a, b in zip(full[:12], full[20:], strict=True)
+    )
+    encoded = base64.b64encode(folded).decode()
+    tree = str(built["mixed-tree"])
+    assert run("path", "--truncate", "--base64", tree).strip() == encoded
+    assert run("path", "--truncate", "--sri", tree).strip() == f"sha256-{encoded}"
 
 
 def _main(*args: str) -> subprocess.CompletedProcess[str]:
