@@ -12,8 +12,12 @@ registers every output in one transaction, with the derivation as deriver.
 A derivation for another ``system`` is refused; ``builtin:fetchurl`` runs
 in this process (:mod:`builders.fetchurl`), every other builder in the
 sandbox (:mod:`builders.sandbox`) with the environment of
-:mod:`builders.environment`, after the files ``exportReferencesGraph`` asks
-for are written into the build directory.
+:mod:`builders.environment`, after the files ``exportReferencesGraph`` and
+``passAsFile`` ask for are written into the build directory.  As root, the
+builder runs as a build user taken from the pool of
+:mod:`builders.build_users` (trying :attr:`BuildOptions.slot` first), held
+until the outputs are registered; other pyguix processes then use other
+users, or wait.
 
 **Where outputs are written.** Each build gets a fresh directory in the
 store (a temporary entry recorded in ``adding/``, so a crashed build's is
@@ -29,9 +33,16 @@ items are bound from their physical paths.
 **Checks after the build**, each failing the build as Nix does: every
 declared output exists; it is canonicalised (read-only, mtime 1, owned by
 us); its references are the hash parts of the input closure and of the
-outputs found in it; ``allowedReferences`` and ``disallowedReferences``
-(paths or output names, as Guix's ``derivation`` writes them) hold; a fixed
-output has the declared hash.
+outputs found in it; a fixed output has the declared hash; and the output
+checks of Nix's ``checkOutputs`` hold.  Those are four space-separated
+lists of store paths or output names (an output name stands for that
+output's path; anything else fails the build): ``allowedReferences`` and
+``disallowedReferences`` constrain each output's references, where an
+output referring to itself counts; ``allowedRequisites`` and
+``disallowedRequisites`` constrain its closure (followed through the other
+outputs just built and through the database), where, as in Nix, the output
+itself does not count.  A failure names the output, each forbidden path and
+the list it breaks.
 
 **Failure.** Nothing is registered, the temporary outputs are removed (or,
 with ``keep_failed``, moved next to the kept build directory), and
@@ -44,7 +55,8 @@ result is kept at ``<output>-check`` (outside the database, as Nix does).
 Fixed-output derivations are not rebuilt: their hash already says whether
 they are what was declared.
 
-TODO: Nix's ``passAsFile``, ``allowedRequisites`` and ``disallowedRequisites``.
+TODO: ``__structuredAttrs`` and its per-output ``outputChecks`` (with
+``maxSize`` and ``maxClosureSize``).
 """
 
 from __future__ import annotations
@@ -61,8 +73,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from builders.bootstrap import interpreter_paths
+from builders.build_users import BuildUserPool, pool_directory
 from builders.check import compare_outputs, format_check_report
-from builders.environment import builder_environment
+from builders.environment import builder_environment, files_to_pass
 from builders.fetchurl import (
     FixedOutputError,
     HashMismatchError,
@@ -71,7 +84,6 @@ from builders.fetchurl import (
 )
 from builders.logs import BuildLog, open_build_log
 from builders.sandbox import (
-    BUILD_USER_BASE,
     BindMount,
     SandboxResult,
     SandboxSpec,
@@ -85,6 +97,7 @@ from store.database import PathInfo
 from store.errors import PyguixError
 from store.hash import Hash
 from store.local import LocalStore
+from store.paths import StorePath
 from store.references import RefScanner
 
 __all__ = [
@@ -116,9 +129,8 @@ class BuildOptions:
     keep_failed: bool = False
     """Keep the build directory and partial outputs of a failed build."""
     slot: int = 0
-    """Which build user runs the build, when pyguix runs as root (one per
-    concurrent build).  XXX: two pyguix processes use the same slots; Nix
-    locks build users from a pool instead."""
+    """The build user tried first when pyguix runs as root (a scheduler
+    gives each concurrent build its own); a taken one is passed over."""
 
 
 @dataclass(frozen=True)
@@ -236,6 +248,8 @@ class _Build:
     drv: Derivation
     scratch: str
     build_dir: str
+    uid: int | None = None
+    """The build user's uid and gid as root; ``None`` runs the builder as us."""
     log: BuildLog | None = None
     outputs: dict[str, _Output] = field(default_factory=dict)
 
@@ -365,11 +379,11 @@ def _run(
     The scratch directory and the build directory are removed when the block
     ends, unless the build failed and ``keep_failed`` is set.
     """
-    with store.adding(None) as entry:
+    with _build_user(store, drv, options) as uid, store.adding(None) as entry:
         os.mkdir(entry.temp)
         os.chmod(entry.temp, 0o1777)
         build_dir = tempfile.mkdtemp(prefix=f"pyguix-build-{drv.name}.drv-")
-        build = _Build(drv, entry.temp, build_dir)
+        build = _Build(drv, entry.temp, build_dir, uid)
         try:
             _execute(store, build, closure, options, on_line)
             _finish_outputs(store, build, closure, wanted)
@@ -384,6 +398,27 @@ def _run(
         else:
             remove_tree(build_dir)
         yield build
+
+
+@contextmanager
+def _build_user(
+    store: LocalStore, drv: Derivation, options: BuildOptions
+) -> Iterator[int | None]:
+    """Hold a build user's uid for the block when we are root, else ``None``.
+
+    ``builtin:fetchurl`` runs in this process and needs none.
+    """
+    if os.getuid() != 0 or drv.builder == "builtin:fetchurl":
+        yield None
+        return
+
+    def waiting() -> None:
+        logger.info("waiting for a free build user to build %s", drv.path)
+
+    pool = BuildUserPool(pool_directory(store.real_state_dir))
+    with pool.acquire(options.slot, on_wait=waiting) as user:
+        logger.debug("building %s as uid %d", drv.path, user.uid)
+        yield user.uid
 
 
 def _execute(
@@ -402,6 +437,7 @@ def _execute(
             return
         _check_system(drv)
         _export_references_graphs(store, build, closure)
+        _write_passed_files(build)
         result = run_sandboxed(_sandbox_spec(store, build, closure, options), log.write)
     finally:
         log.close()
@@ -452,6 +488,17 @@ def _export_references_graphs(
             graph.write("".join(line + "\n" for line in lines))
 
 
+def _write_passed_files(build: _Build) -> None:
+    """Write the variables ``passAsFile`` names into the build directory,
+    owned by the build user as in Nix."""
+    for name, value in files_to_pass(build.drv).items():
+        path = os.path.join(build.build_dir, name)
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(value)
+        if build.uid is not None:
+            os.chown(path, build.uid, build.uid)
+
+
 def _sandbox_spec(
     store: LocalStore, build: _Build, closure: set[str], options: BuildOptions
 ) -> SandboxSpec:
@@ -471,7 +518,6 @@ def _sandbox_spec(
     mounts = [BindMount(build.scratch, store.store_dir, writable=True)]
     mounts += _input_mounts(store, build.scratch, closure)
     mounts += [BindMount(path, path) for path in interpreter_paths()]
-    uid = BUILD_USER_BASE + 1 + options.slot if os.getuid() == 0 else None
     return SandboxSpec(
         command=(drv.builder, *drv.args),
         build_dir=build.build_dir,
@@ -479,8 +525,8 @@ def _sandbox_spec(
         env=builder_environment(drv, store.store_dir, inside, options.cores),
         mounts=tuple(mounts),
         network=drv.is_fixed_output(),
-        host_uid=uid,
-        host_gid=uid,
+        host_uid=build.uid,
+        host_gid=build.uid,
         timeout=options.timeout,
         max_silent_time=options.max_silent_time,
     )
@@ -617,7 +663,7 @@ def _finish_outputs(
     candidates = closure | set(drv.output_paths().values())
     for name, path in wanted.items():
         build.outputs[name] = _finish_one(drv, name, path, temps[name], candidates)
-    _check_references(drv, build.outputs)
+    _check_outputs(store, drv, build.outputs)
 
 
 def _finish_one(
@@ -697,34 +743,118 @@ def _check_fixed_output(drv: Derivation, name: str, temp: str) -> str | None:
     return f"fixed:{method}{declared.algorithm}:{declared.to_base32()}"
 
 
-def _reference_set(drv: Derivation, option: str) -> set[str] | None:
-    """Return the paths an ``allowedReferences``-like option names, or ``None``."""
-    if option not in drv.env:
-        return None
-    outputs = drv.output_paths()
-    return {outputs.get(item, item) for item in drv.env[option].split()}
+_OUTPUT_CHECKS = (
+    ("allowedReferences", True, False),
+    ("allowedRequisites", True, True),
+    ("disallowedReferences", False, False),
+    ("disallowedRequisites", False, True),
+)
+"""Each check's variable, whether it lists what is allowed (else what is
+forbidden), and whether it applies to the closure (else the references);
+in Nix's order."""
 
 
-def _check_references(drv: Derivation, outputs: Mapping[str, _Output]) -> None:
-    """Enforce ``allowedReferences`` and ``disallowedReferences``."""
-    allowed = _reference_set(drv, "allowedReferences")
-    disallowed = _reference_set(drv, "disallowedReferences") or set()
-    problems = []
+def _check_outputs(
+    store: LocalStore, drv: Derivation, outputs: Mapping[str, _Output]
+) -> None:
+    """Enforce the reference and requisite lists of ``drv`` on each output, as
+    Nix's ``checkOutputs`` does for a derivation without structured attributes;
+    report every broken rule at once."""
+    checks = [
+        (variable, _reference_spec(store, drv, variable), allowed, recursive)
+        for variable, allowed, recursive in _OUTPUT_CHECKS
+        if variable in drv.env
+    ]
+    needs_closure = any(recursive for *_, recursive in checks)
+    problems: list[tuple[str, str, str, bool]] = []
     for output in outputs.values():
-        for reference in sorted(output.references):
-            forbidden = allowed is not None and reference not in allowed
-            if forbidden or reference in disallowed:
-                problems.append(f"output '{output.name}' refers to '{reference}'")
+        closure = _output_closure(store, output, outputs) if needs_closure else set()
+        for variable, spec, allowed, recursive in checks:
+            used = closure if recursive else output.references
+            problems += [
+                (output.name, path, variable, recursive)
+                for path in sorted(used)
+                if (path in spec) != allowed
+            ]
     if problems:
-        raise BuildError(
-            BuildFailure(
-                drv.path,
-                "references",
-                "an output refers to a store path its derivation forbids",
-                details=tuple(problems),
-                hint="see its allowedReferences and disallowedReferences",
-            )
+        raise _forbidden_paths_error(drv, problems)
+
+
+def _forbidden_paths_error(
+    drv: Derivation, problems: list[tuple[str, str, str, bool]]
+) -> BuildError:
+    """Return the error for ``problems``: (output name, path, list, whether
+    the list is about the closure) each."""
+    outputs = sorted({name for name, *_ in problems})
+    lists = sorted({variable for _, _, variable, _ in problems})
+    names = ", ".join(f"'{name}'" for name in outputs)
+    subject = (
+        f"output {names} breaks" if len(outputs) == 1 else f"outputs {names} break"
+    )
+    details = [
+        f"output '{name}' may not "
+        f"{'have in its closure' if recursive else 'refer to'} '{path}' ({variable})"
+        for name, path, variable, recursive in problems
+    ]
+    return BuildError(
+        BuildFailure(
+            drv.path,
+            "references",
+            f"{subject} its derivation's {' and '.join(lists)}",
+            details=tuple(details),
+            hint="remove those references, or change what the lists allow",
         )
+    )
+
+
+def _reference_spec(store: LocalStore, drv: Derivation, variable: str) -> set[str]:
+    """Return the store paths ``variable`` names, each output name replaced
+    by its output's path.
+
+    :raises BuildError: for an item that is neither, as Nix refuses it.
+    """
+    outputs = drv.output_paths()
+    paths = set()
+    for item in drv.env[variable].split():
+        if item in outputs:
+            paths.add(outputs[item])
+            continue
+        try:
+            paths.add(str(StorePath.from_string(item, store.store_dir)))
+        except PyguixError:
+            raise BuildError(
+                BuildFailure(
+                    drv.path,
+                    "references",
+                    f"its {variable} names '{item}', which is neither a store "
+                    "path nor one of its outputs",
+                    hint="list store paths or output names such as 'out'",
+                )
+            ) from None
+    return paths
+
+
+def _output_closure(
+    store: LocalStore, output: _Output, outputs: Mapping[str, _Output]
+) -> set[str]:
+    """Return the closure of ``output`` without ``output`` itself, as Nix's
+    requisite checks see it.
+
+    The outputs just built are not valid yet: they are followed through the
+    references found in them, and everything else through the database.
+    """
+    built = {o.path: o for o in outputs.values()}
+    reached, todo, elsewhere = {output.path}, [output], set()
+    while todo:
+        for reference in todo.pop().references:
+            if reference not in built:
+                elsewhere.add(reference)
+            elif reference not in reached:
+                reached.add(reference)
+                todo.append(built[reference])
+    if elsewhere:
+        reached |= store.query_requisites(elsewhere)
+    return reached - {output.path}
 
 
 def _move_into_place(store: LocalStore, build: _Build) -> None:

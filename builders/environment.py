@@ -10,11 +10,22 @@ later entries winning:
    so a builder cannot find host programs or write a home directory),
    ``NIX_STORE`` (the logical store directory), ``NIX_BUILD_CORES``;
 2. the derivation's own variables, which include each output name bound to
-   its path (``out=/pyguix/store/...``);
+   its path (``out=/pyguix/store/...``), except those ``passAsFile`` names
+   (below);
 3. for a fixed-output derivation, the ``impureEnvVars`` the host has;
 4. ``NIX_BUILD_TOP``, ``TMPDIR``, ``TEMPDIR``, ``TMP``, ``TEMP`` and ``PWD``,
    all the build directory as the builder sees it;
 5. ``NIX_LOG_FD=2`` and ``TERM=xterm-256color``.
+
+**passAsFile.**  A variable named in ``passAsFile`` (a space-separated
+list) is not passed itself: its value is written to the file
+``.attr-<h>`` of the build directory, where ``<h>`` is the base-32 SHA-256
+of the variable's name (:func:`pass_as_file_name`), and ``<name>Path``
+holds that file's path as the builder sees it.  The caller writes the files
+(:func:`files_to_pass`).  Nix does this for derivations without
+``__structuredAttrs`` only; pyguix has no structured attributes.  Names are
+applied in sorted order, as Nix's loop over the environment does, so a
+variable of the derivation called ``<name>Path`` wins over the file's.
 
 No locale variable is set, as in Nix: the sandbox holds no locale data, so
 every build gets the C locale whatever the host uses.
@@ -35,17 +46,47 @@ builder sees, as in Nix.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 
 from derivations.derivation import Derivation
+from store import base32
 
-__all__ = ["builder_environment", "resolve_cores"]
+__all__ = [
+    "builder_environment",
+    "files_to_pass",
+    "pass_as_file_name",
+    "resolve_cores",
+]
 
 
 def resolve_cores(cores: int) -> int:
     """Return the ``NIX_BUILD_CORES`` value for ``--cores``: 0 means all CPUs."""
     return cores if cores > 0 else (os.cpu_count() or 1)
+
+
+def pass_as_file_name(name: str) -> str:
+    """Return the build directory's file that holds variable ``name`` when
+    ``passAsFile`` names it: ``.attr-`` and the base-32 SHA-256 of ``name``.
+
+    >>> pass_as_file_name("foo")
+    '.attr-1bp7cri8hplaz6hbz0v4f0nl44rl84q1sg25kgwqzipzd1mv89ic'
+    """
+    return ".attr-" + base32.encode(hashlib.sha256(name.encode()).digest())
+
+
+def files_to_pass(drv: Derivation) -> dict[str, str]:
+    """Return the files ``passAsFile`` asks for: file name to contents.
+
+    Only variables the derivation has count, as in Nix.
+    """
+    names = set(drv.env.get("passAsFile", "").split())
+    return {
+        pass_as_file_name(name): value
+        for name, value in drv.env.items()
+        if name in names
+    }
 
 
 def builder_environment(
@@ -69,7 +110,14 @@ def builder_environment(
         "NIX_STORE": store_dir,
         "NIX_BUILD_CORES": str(resolve_cores(cores)),
     }
-    env.update(drv.env)
+
+    # Variables named in passAsFile become <name>Path, pointing at their file.
+    passed = set(drv.env.get("passAsFile", "").split())
+    for name in sorted(drv.env):
+        if name in passed:
+            env[name + "Path"] = f"{build_top}/{pass_as_file_name(name)}"
+        else:
+            env[name] = drv.env[name]
 
     # Only a fixed-output build may see host variables, and only those named.
     if drv.is_fixed_output():

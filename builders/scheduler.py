@@ -34,7 +34,10 @@ A worker that dies fails its job; the next job of its slot forks a new one.
 **Concurrency between processes.** A worker takes the output locks before
 building and looks at validity again once it holds them, so two processes
 realising the same graph build each derivation once: the second waits, then
-finds the outputs valid.
+finds the outputs valid.  As root, each build also takes a build user from
+the pool locked across processes (:mod:`builders.build_users`); the worker's
+slot is only the user it tries first, so two processes' builds never share
+a uid, and a build waits when every user is taken.
 
 **Checks.** With ``check``, the targets are rebuilt and compared (see
 :func:`builders.build.check_derivation`) once their inputs are realised;
