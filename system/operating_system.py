@@ -17,15 +17,30 @@ module-level variable ``operating_system``, an :class:`OperatingSystem`;
 it may define ``mappings``, a sequence of
 :class:`~system.file_systems.FileSystemMapping` a container of it gets.
 :func:`load_operating_system` reads such a file.
+
+An OS expression (``pyguix system container -e``, as Guix's
+``guix system container -e '(@ (gnu system examples) os)'``) is Python
+text evaluated to an :class:`OperatingSystem` by
+:func:`evaluate_operating_system`; its grammar::
+
+    expression = module ":" body     (body evaluated in the module's names)
+               | body                (evaluated with EXPRESSION_MODULES' names)
+    module     = identifier ("." identifier)*   (importable, not a keyword)
+
+so ``fixtures.os:operating_system`` is the example's system and
+``OperatingSystem(host_name="tiny")`` a bare one.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import keyword
 import os
+import re
 import runpy
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from derivations.file_like import computed_file, plain_file
@@ -74,10 +89,13 @@ from system.services import (
 
 __all__ = [
     "DUMMY_KERNEL",
+    "EXPRESSION_MODULES",
     "OperatingSystem",
+    "OperatingSystemExpressionError",
     "OperatingSystemFileError",
     "base_etc_entries",
     "default_essential_services",
+    "evaluate_operating_system",
     "load_operating_system",
     "locale_directory",
     "operating_system_activation_script",
@@ -378,3 +396,121 @@ def load_operating_system(
         )
     mappings: Iterable[Any] = namespace.get("mappings", ())
     return value, tuple(mappings)
+
+
+# ---------------------------------------------------------------------------
+# OS expressions
+
+
+class OperatingSystemExpressionError(PyguixError):
+    """Report an OS expression that does not give an operating system.
+
+    :param expression: the expression, as given.
+    """
+
+    def __init__(self, expression: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.expression = expression
+
+
+EXPRESSION_MODULES = (
+    "system.operating_system",
+    "system.services",
+    "system.base",
+    "system.accounts",
+    "system.file_systems",
+    "system.mounts",
+    "system.init_services",
+    "system.servers",
+    "system.networking",
+    "system.terminals",
+    "derivations.gexp",
+    "derivations.file_like",
+)
+"""Modules whose public names (``__all__``) a bare expression can use,
+besides ``replace`` (:func:`dataclasses.replace`)."""
+
+_MODULE_PREFIX = re.compile(r"\s*([^\W\d]\w*(?:\.[^\W\d]\w*)*)\s*:")
+
+
+def evaluate_operating_system(expression: str) -> OperatingSystem:
+    """Evaluate the OS expression ``expression`` (see the module's grammar)
+    and return the operating system it gives.
+
+    A ``module:`` prefix is imported through :data:`sys.path`, which the
+    caller sets up.  Unlike an OS file, an expression gives no mappings.
+
+    :raises OperatingSystemExpressionError: the expression is not valid
+        Python, its module cannot be imported, its evaluation raised, or it
+        gives something else than an :class:`OperatingSystem`; the message
+        names the expression and, for an exception, its type and message.
+    """
+    module, body = _split_expression(expression)
+    try:
+        code = compile(body.strip(), "<expression>", "eval")
+    except SyntaxError as error:
+        raise OperatingSystemExpressionError(
+            expression,
+            f"expression '{expression}' is not valid Python: {error.msg}",
+            "write MODULE:EXPRESSION, or an expression of the system modules' names",
+        ) from None
+
+    namespace = _expression_namespace(expression, module)
+    try:
+        value = eval(code, namespace)  # noqa: S307 - evaluating it is the point
+    except Exception as error:  # noqa: BLE001 - the user's code failed
+        raise OperatingSystemExpressionError(
+            expression,
+            f"evaluating expression '{expression}' failed: {_describe(error)}",
+            getattr(error, "hint", None) or "fix the expression or the module it uses",
+        ) from error
+
+    if not isinstance(value, OperatingSystem):
+        raise OperatingSystemExpressionError(
+            expression,
+            f"expression '{expression}' gives a {type(value).__name__}, "
+            "not an operating system",
+            "make it evaluate to an OperatingSystem(...)",
+        )
+    return value
+
+
+def _split_expression(expression: str) -> tuple[str | None, str]:
+    """Return the module of ``expression`` (``None`` for a bare one) and
+    its body.  A name before a colon cannot start an expression, but for a
+    keyword (``lambda: ...``), so the prefix is never ambiguous."""
+    match = _MODULE_PREFIX.match(expression)
+    if match is None or any(keyword.iskeyword(p) for p in match[1].split(".")):
+        return None, expression
+    return match[1], expression[match.end() :]
+
+
+def _expression_namespace(expression: str, module: str | None) -> dict[str, Any]:
+    """Return the globals ``expression`` is evaluated in: a copy of those of
+    ``module``, or the public names of :data:`EXPRESSION_MODULES`.
+
+    :raises OperatingSystemExpressionError: ``module`` cannot be imported.
+    """
+    if module is None:
+        namespace: dict[str, Any] = {"replace": replace}
+        for name in EXPRESSION_MODULES:
+            imported = importlib.import_module(name)
+            namespace.update({n: getattr(imported, n) for n in imported.__all__})
+        return namespace
+
+    try:
+        return dict(vars(importlib.import_module(module)))
+    except Exception as error:  # noqa: BLE001 - the user's module failed
+        raise OperatingSystemExpressionError(
+            expression,
+            f"importing module '{module}' of expression '{expression}' failed: "
+            f"{_describe(error)}",
+            "check the module's name; add its directory with -L/--load-path",
+        ) from error
+
+
+def _describe(error: Exception) -> str:
+    """Return ``TYPE: MESSAGE`` of ``error``, or a pyguix error's message."""
+    if isinstance(error, PyguixError):
+        return error.message
+    return f"{type(error).__name__}: {error}"

@@ -1,8 +1,22 @@
 """``pyguix system``: build operating systems and run them in containers.
 
-As ``guix system`` (``guix/scripts/system.scm``), for OS files (see
-:mod:`system.operating_system`: a Python file defining ``operating_system``
-and optionally ``mappings``):
+As ``guix system`` (``guix/scripts/system.scm``), for an operating system
+given by exactly one of (see :mod:`system.operating_system`):
+
+``FILE``
+    an OS file: a Python file defining ``operating_system`` and optionally
+    ``mappings``;
+``-e EXPRESSION``
+    an OS expression, as ``guix system -e '(@ (gnu system examples) os)'``:
+    ``MODULE:EXPR`` evaluates the Python expression EXPR in the names of
+    the importable MODULE (``-e fixtures.os:operating_system``), and a bare
+    EXPR is evaluated with the public names of the system modules
+    (``-e 'OperatingSystem(host_name="tiny")'``).  An expression gives no
+    mappings: host files come from ``--share`` and ``--expose``.
+
+``-L DIR`` (repeatable) puts DIR first in the module search path for both;
+the module of an expression is also searched in the current directory,
+last (so that a stray file there cannot hide an installed module).
 
 ``pyguix system build FILE``
     builds the system directory and prints its path.
@@ -24,7 +38,8 @@ fails with status 104 if one differs.
 
 An unchanged OS file, with the same options, is not loaded again: the
 evaluation cache (``derivations.lowering_cache.EvaluationCache``) gives
-the derivation it lowered to, and ``-v`` says so.
+the derivation it lowered to, and ``-v`` says so.  An expression is
+evaluated on every run (the lowering caches still spare most of the work).
 
 Progress goes to standard error; with a chroot store (global ``--root``)
 the script knows where the store physically is (see
@@ -50,7 +65,7 @@ if TYPE_CHECKING:
     from system.file_systems import FileSystemMapping
     from system.operating_system import OperatingSystem
 
-__all__ = ["command", "load_os_file"]
+__all__ = ["command", "load_os_expression", "load_os_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +97,20 @@ def load_os_file(file: str) -> tuple[OperatingSystem, tuple[FileSystemMapping, .
             f"{type(error).__name__}: {error}",
             "fix the file; run with PYGUIX_DEBUG=1 to see the whole trace",
         ) from None
+
+
+def load_os_expression(expression: str) -> OperatingSystem:
+    """Evaluate the OS expression ``expression``, searching its module in
+    :data:`sys.path`, then in the current directory.
+
+    :raises OperatingSystemExpressionError: see
+        :func:`system.operating_system.evaluate_operating_system`.
+    """
+    from system.operating_system import evaluate_operating_system
+
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    return evaluate_operating_system(expression)
 
 
 def _line_in(file: str, error: BaseException) -> str:
@@ -124,28 +153,65 @@ def _mappings(shares: Sequence[str], exposes: Sequence[str]) -> list[FileSystemM
     return mappings
 
 
+def _source(
+    ctx: click.Context,
+    file: str | None,
+    expression: str | None,
+    load_path: Sequence[str],
+) -> tuple[str | None, str | None]:
+    """Check that exactly one of ``file`` and ``expression`` is given, put
+    the ``-L`` directories first in :data:`sys.path`, and return both.
+
+    :raises click.UsageError: both or neither are given.
+    """
+    if file is not None and expression is not None:
+        raise click.UsageError(
+            f"both FILE '{file}' and -e '{expression}' given: give only one", ctx
+        )
+    if file is None and expression is None:
+        raise click.UsageError(
+            "no operating system given: give an OS FILE or -e EXPR", ctx
+        )
+    sys.path[:0] = [os.path.abspath(directory) for directory in load_path]
+    return file, expression
+
+
 def _evaluate(
-    ctx: click.Context, file: str, options: Sequence[str], lower: Callable[..., Any]
+    ctx: click.Context,
+    source: tuple[str | None, str | None],
+    options: Sequence[str],
+    lower: Callable[..., Any],
 ) -> tuple[Any, str]:
     """Open the store and return it with the derivation path of ``lower``
-    applied to the OS file ``file``, as the evaluation cache knows it
-    (keyed on ``file``, ``options`` and what the evaluation read) or by
-    loading the file and lowering."""
+    applied to the OS of ``source`` (an OS file or an OS expression, see
+    :func:`_source`).  For a file, the evaluation cache may know it (keyed
+    on the file, ``options`` and what the evaluation read); otherwise the
+    OS is loaded and lowered."""
     store = open_store(ctx)
+    file, expression = source
 
     def evaluate() -> list[tuple[str, str]]:
         from derivations.monad import run_with_store
 
-        os_, file_mappings = load_os_file(file)
+        file_mappings: tuple[FileSystemMapping, ...] = ()
+        if expression is not None:
+            os_ = load_os_expression(expression)
+        else:
+            assert file is not None
+            os_, file_mappings = load_os_file(file)
         drv = run_with_store(store, lower(os_, file_mappings))
         return [("drv", drv.path)]
 
-    result, cached = cached_evaluation(store, "system", file, options, evaluate)
+    if file is None:
+        # XXX: an expression is evaluated on every run; the cache keys on files.
+        result, cached = evaluate(), False
+    else:
+        result, cached = cached_evaluation(store, "system", file, options, evaluate)
     _report_lowering(store, file, cached)
     return store, result[0][1]
 
 
-def _report_lowering(store: Any, file: str, cached: bool) -> None:
+def _report_lowering(store: Any, file: str | None, cached: bool) -> None:
     """Log how many objects were lowered and how many the caches knew."""
     if cached:
         logger.info("0 objects lowered, evaluation of '%s' from cache", file)
@@ -238,17 +304,54 @@ _jobs_option = click.option(
 )
 
 
+_source_options = [
+    click.argument("file", required=False),
+    click.option(
+        "-e",
+        "--expression",
+        metavar="EXPR",
+        help="Use the OS that EXPR (MODULE:EXPR or a bare EXPR) evaluates to.",
+    ),
+    click.option(
+        "-L",
+        "--load-path",
+        "load_path",
+        multiple=True,
+        metavar="DIR",
+        type=click.Path(file_okay=False),
+        help="Search DIR first for modules (repeatable).",
+    ),
+]
+
+
+def _source_arguments(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Add FILE, ``-e`` and ``-L``, which give the operating system."""
+    for decorator in reversed(_source_options):
+        function = decorator(function)
+    return function
+
+
 @click.group("system")
 def command() -> None:
     """Build operating systems and run them in containers.
 
-    FILE is a Python file defining 'operating_system' (an OperatingSystem)
-    and optionally 'mappings' (host files a container of it gets).
+    Give the operating system as exactly one of:
+
+    \b
+    FILE     a Python file defining 'operating_system' (an OperatingSystem)
+             and optionally 'mappings' (host files a container of it gets);
+    -e EXPR  a Python expression giving an OperatingSystem, as guix system -e:
+             MODULE:EXPR evaluates EXPR in the names of the importable
+             MODULE (-e fixtures.os:operating_system); a bare EXPR can use
+             the public names of the system modules and replace
+             (-e 'OperatingSystem(host_name="tiny")').  It gives no
+             mappings.  MODULE is searched in -L DIR, the installed
+             modules, then the current directory.
     """
 
 
 @command.command("build")
-@click.argument("file")
+@_source_arguments
 @click.option(
     "-d",
     "--derivation",
@@ -269,21 +372,24 @@ def command() -> None:
 @click.pass_context
 def build_command(
     ctx: click.Context,
-    file: str,
+    file: str | None,
+    expression: str | None,
+    load_path: tuple[str, ...],
     derivation_only: bool,
     dry_run: bool,
     root_link: str | None,
     check: bool,
     jobs: int,
 ) -> None:
-    """Build the system directory of FILE and print its path."""
+    """Build the system directory of FILE (or -e EXPR) and print its path."""
+    source = _source(ctx, file, expression, load_path)
 
     def lower(os_: OperatingSystem, _: Any) -> Any:
         from system.operating_system import operating_system_derivation
 
         return operating_system_derivation(os_)
 
-    store, drv_path = _evaluate(ctx, file, ["build"], lower)
+    store, drv_path = _evaluate(ctx, source, ["build"], lower)
     _finish(store, drv_path, derivation_only, dry_run, root_link, check, jobs)
 
 
@@ -311,7 +417,7 @@ def _finish(
 
 
 @command.command("container")
-@click.argument("file")
+@_source_arguments
 @click.option(
     "--share",
     "shares",
@@ -358,7 +464,9 @@ def _finish(
 @click.pass_context
 def container_command(
     ctx: click.Context,
-    file: str,
+    file: str | None,
+    expression: str | None,
+    load_path: tuple[str, ...],
     shares: tuple[str, ...],
     exposes: tuple[str, ...],
     network: bool,
@@ -369,7 +477,7 @@ def container_command(
     run_it: bool,
     jobs: int,
 ) -> None:
-    """Build the run-container script of FILE and print its store path.
+    """Build the run-container script of FILE (or -e EXPR); print its path.
 
     Run the script (as root, to map 65536 ids) to boot the system; it takes
     --share, --expose and --pid-file too.  With --run, boot it now, passing
@@ -383,6 +491,8 @@ def container_command(
         baked = [*file_mappings] if run_it else [*file_mappings, *mappings]
         return container_script(os_, baked, network)
 
+    source = _source(ctx, file, expression, load_path)
+
     options = [
         "container",
         *(f"--share={spec}" for spec in shares),
@@ -390,7 +500,7 @@ def container_command(
         f"--network={network}",
         f"--run={run_it}",
     ]
-    store, drv_path = _evaluate(ctx, file, options, lower)
+    store, drv_path = _evaluate(ctx, source, options, lower)
     path = _finish(store, drv_path, derivation_only, dry_run, root_link, check, jobs)
     if run_it and path is not None:
         _exec_script(store.physical(path), shares, exposes)

@@ -1,6 +1,6 @@
 """``pyguix system`` and ``pyguix container`` through the command line: bad
-OS files give one error line, ``--derivation`` and ``--dry-run`` build
-nothing, ``system build`` prints a system directory, mappings change the
+OS files and OS expressions give one error line, ``-e`` gives what the
+equivalent file gives, ``--derivation`` and ``--dry-run`` build nothing, ``system build`` prints a system directory, mappings change the
 script, ``--run`` boots and exits with the container's status, and the
 container commands refuse what is not a container.  Booting the example is
 tested in tests/system/test_system_container_e2e.py."""
@@ -17,7 +17,8 @@ import pytest
 
 from builders.linux import namespaces_unavailable_reason
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "os.py"
+PROJECT = Path(__file__).resolve().parents[2]
+EXAMPLE = PROJECT / "fixtures" / "os.py"
 STORE_DIR = "/pyguix/store"
 
 needs_namespaces = pytest.mark.skipif(
@@ -26,11 +27,16 @@ needs_namespaces = pytest.mark.skipif(
 )
 
 
-def pyguix(root: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "pyguix", "--root", str(root)]
+def pyguix(
+    root: Path, *arguments: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``pyguix`` on a chroot store under ``root``, in ``cwd``; ``-P``
+    keeps the interpreter from putting ``cwd`` in the module search path,
+    as the installed ``pyguix`` script does not either."""
+    command = [sys.executable, "-P", "-m", "pyguix", "--root", str(root)]
     command += ["--store-dir", STORE_DIR, "--state-dir", "/var/pyguix", *arguments]
     return subprocess.run(
-        command, capture_output=True, text=True, check=False, timeout=120
+        command, capture_output=True, text=True, check=False, timeout=120, cwd=cwd
     )
 
 
@@ -80,6 +86,142 @@ def test_bad_os_file_is_one_error_line(
     assert "Traceback" not in done.stderr
 
 
+EXPOSE_FIXTURES = f"{EXAMPLE.parent}=/srv/fixtures"
+"""The mapping the example file defines, as an ``--expose`` option."""
+
+
+def derivation_of(root: Path, *arguments: str, cwd: Path = PROJECT) -> str:
+    done = pyguix(root, "system", *arguments, "-d", cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == 1
+    return done.stdout.strip()
+
+
+def test_module_expression_gives_the_files_script(root: Path) -> None:
+    from_file = derivation_of(root, "container", str(EXAMPLE))
+    from_expression = derivation_of(
+        root,
+        "container",
+        "--expose",
+        EXPOSE_FIXTURES,
+        "-e",
+        "fixtures.os:operating_system",
+    )
+    assert from_expression == from_file
+    assert from_file.endswith("-run-container.drv")
+
+    # An expression gives no mappings: without --expose the script differs.
+    bare = derivation_of(root, "container", "-e", "fixtures.os:operating_system")
+    assert bare != from_file
+
+
+TINY_MODULE = """
+from system.file_systems import FileSystem
+from system.operating_system import OperatingSystem
+
+operating_system = OperatingSystem(
+    host_name="tiny",
+    file_systems=[FileSystem(device="none", mount_point="/", type="tmpfs")],
+)
+"""
+
+TINY_EXPRESSION = (
+    'OperatingSystem(host_name="tiny", '
+    'file_systems=[FileSystem(device="none", mount_point="/", type="tmpfs")])'
+)
+
+
+@pytest.mark.parametrize("action", ["container", "build"])
+def test_every_form_of_expression_gives_the_files_derivation(
+    root: Path, tmp_path: Path, action: str
+) -> None:
+    (tmp_path / "modules").mkdir()
+    (tmp_path / "modules" / "tiny_os.py").write_text(TINY_MODULE)
+    (tmp_path / "here_os.py").write_text(TINY_MODULE)
+    (tmp_path / "tiny.py").write_text(TINY_MODULE)
+    elsewhere = tmp_path / "modules"
+
+    expected = derivation_of(root, action, str(tmp_path / "tiny.py"))
+    forms = [
+        ("-e", TINY_EXPRESSION),
+        ("-e", f"replace({TINY_EXPRESSION}, timezone='Etc/UTC')"),
+        ("-L", str(tmp_path / "modules"), "-e", "tiny_os:operating_system"),
+        ("-L", "modules", "-e", "tiny_os : operating_system"),
+        ("-e", "here_os:operating_system"),
+    ]
+    for form in forms if action == "container" else forms[:1]:
+        assert derivation_of(root, action, *form, cwd=tmp_path) == expected, form
+    assert derivation_of(root, action, *forms[0], cwd=elsewhere) == expected
+
+    other = derivation_of(
+        root, action, "-e", f"replace({TINY_EXPRESSION}, host_name='b')"
+    )
+    assert other != expected
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        (
+            "fixtures.os:mappings",
+            "expression 'fixtures.os:mappings' gives a tuple, not an operating system",
+        ),
+        (
+            "no_such_module_here:os",
+            "importing module 'no_such_module_here' of expression "
+            "'no_such_module_here:os' failed: ModuleNotFoundError",
+        ),
+        (
+            "fixtures.os:1/0",
+            "evaluating expression 'fixtures.os:1/0' failed: "
+            "ZeroDivisionError: division by zero",
+        ),
+        (
+            "OperatingSystem(host_name=",
+            "expression 'OperatingSystem(host_name=' is not valid Python",
+        ),
+        (
+            "OperatingSystem(host_name='a', services=[service(http_server_service_type)])",
+            "evaluating expression 'OperatingSystem(host_name='a', "
+            "services=[service(http_server_service_type)])' failed: "
+            "no value specified for service of type 'http-server'",
+        ),
+        ("no_such_name", "failed: NameError: name 'no_such_name' is not defined"),
+    ],
+)
+def test_bad_expression_is_one_error_line(
+    root: Path, expression: str, expected: str
+) -> None:
+    done = pyguix(root, "system", "container", "-e", expression, cwd=PROJECT)
+
+    assert done.returncode == 1
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith("error: ") and expected in lines[0]
+    assert len([line for line in lines if line.startswith("error:")]) == 1
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ((), "no operating system given: give an OS FILE or -e EXPR"),
+        (
+            (str(EXAMPLE), "-e", "fixtures.os:operating_system"),
+            f"both FILE '{EXAMPLE}' and -e 'fixtures.os:operating_system' given",
+        ),
+    ],
+)
+@pytest.mark.parametrize("action", ["container", "build"])
+def test_exactly_one_of_file_and_expression(
+    root: Path, action: str, arguments: tuple[str, ...], expected: str
+) -> None:
+    done = pyguix(root, "system", action, *arguments)
+    assert done.returncode == 2
+    assert expected in done.stderr
+    assert done.stdout == ""
+
+
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
@@ -121,6 +263,25 @@ def test_system_build_prints_the_system_directory(root: Path, tmp_path: Path) ->
     assert {"boot", "activate", "etc", "profile", "locale", "kernel"} <= set(entries)
     assert "parameters" in entries  # a bare-metal system, unlike a container's
     assert os.readlink(link) == system
+
+
+@needs_namespaces
+def test_expression_builds_the_files_script(root: Path) -> None:
+    from_file = pyguix(root, "system", "container", str(EXAMPLE))
+    from_expression = pyguix(
+        root,
+        "system",
+        "container",
+        "--expose",
+        EXPOSE_FIXTURES,
+        "-e",
+        "fixtures.os:operating_system",
+        cwd=PROJECT,
+    )
+    assert from_file.returncode == 0, from_file.stderr
+    assert from_expression.returncode == 0, from_expression.stderr
+    assert from_file.stdout.strip().endswith("-run-container")
+    assert from_expression.stdout == from_file.stdout
 
 
 @needs_namespaces
