@@ -51,6 +51,10 @@ def test_help_lists_the_commands(root: Path) -> None:
     sub = pyguix(root, "system", "container", "--help")
     for option in ("--share", "--expose", "--network", "--derivation", "--run"):
         assert option in sub.stdout
+    for action in ("build", "container"):
+        usage = pyguix(root, "system", action, "--help").stdout
+        assert "[FILE]" in usage and "--expression EXPR" in usage
+        assert "--load-path DIR" in usage
 
 
 @pytest.mark.parametrize(
@@ -187,6 +191,7 @@ def test_every_form_of_expression_gives_the_files_derivation(
             "no value specified for service of type 'http-server'",
         ),
         ("no_such_name", "failed: NameError: name 'no_such_name' is not defined"),
+        ("lambda: 1", "expression 'lambda: 1' gives a function, not an operating"),
     ],
 )
 def test_bad_expression_is_one_error_line(
