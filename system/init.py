@@ -6,24 +6,35 @@ lists the services.  The init then:
 
 1. starts the services in dependency order (networkx, through
    :func:`~system.init_spec.start_order`): a service starts once every
-   requirement is provided by a service that is up: a daemon once spawned,
-   a one-shot once it has exited 0.  When a requirement's provider failed,
-   was skipped, or exited before its dependent could start, the dependent
-   is *skipped* (logged, never started), and so on down the graph;
-2. runs each service in a session of its own (:func:`~system.supervise.spawn`)
+   requirement is provided by a service that is up: a one-shot once it has
+   exited 0, a daemon once it is ready by its ``readiness`` (below).  When
+   a requirement's provider failed, was skipped, or exited before its
+   dependent could start, the dependent is *skipped* (logged, never
+   started), and so on down the graph;
+2. waits, without blocking its event loop, for each daemon to be ready:
+   at once when spawned (the default); when its pid file exists and names
+   a live process (Shepherd's ``#:pid-file``), which becomes the process
+   supervised and stopped, so that a daemon may fork and its parent exit 0;
+   or when it writes a newline to the notification pipe it inherits at
+   the descriptor it chose (s6's ``notification-fd``).  A stale pid file
+   is removed before each start.  A daemon not ready within its timeout,
+   or that exits first (but for a pid-file launcher exiting 0), or that
+   closes its notification pipe without a newline, has *failed*: it gets
+   its stop signal and its dependents are skipped;
+3. runs each service in a session of its own (:func:`~system.supervise.spawn`)
    with standard input on ``/dev/null``, in its directory, with the init's
    environment plus its own variables (as ``user``, that account's ``HOME``,
    ``USER`` and ``LOGNAME`` come between), both output streams appended to
    its log file (default ``LOG_DIR/NAME.log``); the init logs its own
    milestones, with timestamps, to ``LOG_DIR/init.log`` and standard error;
-3. respawns a daemon marked ``respawn`` when it exits, at most
+4. respawns a daemon marked ``respawn`` when it exits, at most
    :data:`RESPAWN_LIMIT` times within :data:`RESPAWN_WINDOW` seconds; beyond
    that the service is marked failed and left alone (as Shepherd does);
    a daemon without ``respawn`` that exits is ``stopped`` (code 0) or
    ``failed``; its dependents, already started, are left running;
-4. reaps every child, orphans included (as PID 1 they reparent to it;
+5. reaps every child, orphans included (as PID 1 they reparent to it;
    otherwise the init makes itself a child subreaper);
-5. on SIGTERM or SIGINT, stops the services in the reverse of the order in
+6. on SIGTERM or SIGINT, stops the services in the reverse of the order in
    which they first started: each service's process group gets the
    service's ``stop_signal``, then ``SIGKILL`` after its ``stop_timeout``,
    and the init waits until the group is empty before the next service.
@@ -36,14 +47,16 @@ had failed before; 1 when a service's processes survived ``SIGKILL`` (they
 are named in the log) or the spec is invalid; 70 on an internal error.
 
 The status file ``RUN_DIR/init.status`` (JSON, replaced atomically on every
-change) gives the init's PID and state (``starting`` until no service waits
-or runs its one-shot, then ``running``, ``stopping``, ``stopped``), the start
-order, and per service its state (``waiting``, ``starting``, ``running``,
-``done``, ``failed``, ``skipped``, ``stopping``, ``stopped``), PID,
-restarts, last exit code or signal, log file and reason.  ``python -m
-system.init --status`` prints it.
+change) gives the init's PID and state (``starting`` until no service waits,
+runs its one-shot or waits to be ready, then ``running``, ``stopping``,
+``stopped``), the start order, and per service its readiness and state
+(``waiting``, ``starting`` until done or ready, ``running``, ``done``,
+``failed``, ``skipped``, ``stopping``, ``stopped``), PID (for a pid-file
+daemon, the one its file names once ready), restarts, last exit code or
+signal, log file and reason.  ``python -m system.init --status`` prints it.
 
-TODO: no readiness protocol (pid file, notify socket): a daemon is up once spawned.
+XXX: a pid file naming a process that is not a descendant of the init (so
+never reparented to it) is trusted: that process's exit goes unnoticed.
 
 Note: this module runs inside containers with the host's Python and a module
 tree from the store; it imports only the standard library, networkx (through
@@ -65,7 +78,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from store.errors import PyguixError
-from system.init_spec import InitSpec, ServiceSpec, load_spec, providers_of, start_order
+from system.init_spec import (
+    SPAWNED,
+    InitSpec,
+    NotifyFdReadiness,
+    PidFileReadiness,
+    ServiceSpec,
+    load_spec,
+    providers_of,
+    readiness_to_json,
+    start_order,
+)
 from system.supervise import (
     Launch,
     SignalPipe,
@@ -93,6 +116,13 @@ KILL_TIMEOUT = 2.0
 
 POLL_INTERVAL = 0.05
 """How often a stopping service's process group is checked."""
+
+PID_FILE_POLL_INTERVAL = 0.1
+"""How often a starting daemon's pid file is looked for."""
+
+CLOSED_NOTIFY_GRACE = 0.2
+"""Seconds a daemon that closed its notification pipe has to exit, so that
+its exit, the likelier cause, is what its failure reports."""
 
 STATUS_NAME = "init.status"
 
@@ -126,6 +156,12 @@ class _Unit:
     term_signal: int | None = None
     reason: str | None = None
     respawns: deque[float] = field(default_factory=deque)
+    ready_deadline: float | None = None
+    """While the daemon is not ready yet: when it will have failed (monotonic)."""
+    notify_read: int | None = None
+    """While the daemon is not ready yet: our end of its notification pipe."""
+    notify_closed: bool = False
+    """Whether the daemon closed its notification pipe without a newline."""
 
     def to_json(self) -> dict[str, object]:
         """Return this unit's entry of the status file."""
@@ -135,6 +171,7 @@ class _Unit:
             "requirement": list(self.spec.requirement),
             "one_shot": self.spec.one_shot,
             "respawn": self.spec.respawn,
+            "readiness": readiness_to_json(self.spec.readiness),
             "state": self.state,
             "pid": self.pid,
             "restarts": self.restarts,
@@ -172,7 +209,8 @@ class Supervisor:
             try:
                 self._start_ready()
                 while not self._stop_requested:
-                    self._wait(None)
+                    readable = self._wait(self._readiness_timeout())
+                    self._check_readiness(readable)
                     self._start_ready()
             finally:
                 status = self._shutdown()
@@ -180,13 +218,16 @@ class Supervisor:
 
     # -- events -------------------------------------------------------------
 
-    def _wait(self, timeout: float | None) -> None:
-        """Wait for a signal or ``timeout``, then handle signals and dead children."""
+    def _wait(self, timeout: float | None) -> tuple[int, ...]:
+        """Wait for a signal, a notification pipe or ``timeout``, then handle
+        signals and dead children; return the readable notification pipes."""
         assert self._pipe is not None
-        for signum in self._pipe.wait(timeout):
+        wakeup = self._pipe.wait(timeout)
+        for signum in wakeup.signals:
             self._on_signal(signum)
         for pid, status in reap():
             self._on_exit(pid, status)
+        return wakeup.readable
 
     def _on_signal(self, signum: int) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT) and not self._stop_requested:
@@ -197,18 +238,23 @@ class Supervisor:
 
     def _on_exit(self, pid: int, status: int) -> None:
         unit = self._by_pid.pop(pid, None)
+        name, how = (unit.spec.name if unit else ""), describe_status(status)
         if unit is None:
-            logger.info("reaped orphan process %d (%s)", pid, describe_status(status))
+            logger.info("reaped orphan process %d (%s)", pid, how)
+            return
+        if pid != unit.pid:
+            logger.info("launcher of service '%s' (pid %d) %s", name, pid, how)
             return
 
         unit.pid = None
         unit.exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         unit.term_signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        name, how = unit.spec.name, describe_status(status)
-        if unit.state == STOPPING:
+        if unit.state in (STOPPING, FAILED):
             logger.info("service '%s' (pid %d) %s", name, pid, how)
         elif unit.spec.one_shot:
             self._finish_one_shot(unit, status, how)
+        elif unit.state == STARTING:
+            self._exit_before_ready(unit, status, how)
         elif unit.spec.respawn and not self._stop_requested:
             logger.warning("service '%s' (pid %d) %s; respawning it", name, pid, how)
             self._respawn(unit)
@@ -227,6 +273,19 @@ class Supervisor:
             unit.state = FAILED
             unit.reason = how
             logger.error("one-shot service '%s' failed: %s", unit.spec.name, how)
+
+    def _exit_before_ready(self, unit: _Unit, status: int, how: str) -> None:
+        """Handle the exit of a daemon's first process before it was ready."""
+        readiness = unit.spec.readiness
+        if status == 0 and isinstance(readiness, PidFileReadiness):
+            logger.info(
+                "service '%s' launcher %s; waiting for pid file '%s'",
+                unit.spec.name,
+                how,
+                readiness.pid_file,
+            )
+            return
+        self._fail_start(unit, f"{how} before it was ready")
 
     def _respawn(self, unit: _Unit) -> None:
         """Start ``unit`` again unless it has respawned too often lately."""
@@ -277,6 +336,7 @@ class Supervisor:
 
     def _spawn(self, unit: _Unit) -> None:
         spec = unit.spec
+        pass_fds = self._prepare_readiness(unit)
         launch = Launch(
             name=spec.name,
             argv=spec.command,
@@ -285,21 +345,142 @@ class Supervisor:
             log_file=unit.log_file,
             directory=spec.directory,
             user=spec.user,
+            pass_fds=pass_fds,
         )
         try:
             pid = spawn(launch)
         except SpawnError as error:
+            self._end_readiness_wait(unit)
             unit.state = FAILED
             unit.reason = str(error)
             logger.error("%s", error)
             return
+        finally:
+            for fd in pass_fds.values():
+                os.close(fd)
 
         unit.pid = unit.pgid = pid
-        unit.state = STARTING if spec.one_shot else RUNNING
         self._by_pid[pid] = unit
         if spec.name not in self.started:
             self.started.append(spec.name)
+        if spec.one_shot or spec.readiness != SPAWNED:
+            unit.state = STARTING
+        else:
+            unit.state = RUNNING
         logger.info("started service '%s' (pid %d)", spec.name, pid)
+
+    # -- readiness ----------------------------------------------------------
+
+    def _prepare_readiness(self, unit: _Unit) -> dict[int, int]:
+        """Arm ``unit``'s readiness wait before it is spawned.
+
+        :return: the descriptors the daemon inherits (its notification pipe).
+        """
+        readiness = unit.spec.readiness
+        if readiness == SPAWNED:
+            return {}
+        assert isinstance(readiness, (PidFileReadiness, NotifyFdReadiness))
+        unit.ready_deadline = time.monotonic() + readiness.timeout
+        if isinstance(readiness, PidFileReadiness):
+            _remove_stale(readiness.pid_file)
+            return {}
+
+        assert self._pipe is not None
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        self._pipe.watch(read)
+        unit.notify_read = read
+        return {readiness.notify_fd: write}
+
+    def _readiness_timeout(self) -> float | None:
+        """Return how long the event loop may sleep before a readiness check."""
+        waits = [
+            u.ready_deadline - time.monotonic()
+            for u in self.units.values()
+            if u.ready_deadline is not None
+        ]
+        if any(
+            u.ready_deadline is not None
+            and isinstance(u.spec.readiness, PidFileReadiness)
+            for u in self.units.values()
+        ):
+            waits.append(PID_FILE_POLL_INTERVAL)
+        return max(0.0, min(waits)) if waits else None
+
+    def _check_readiness(self, readable: tuple[int, ...]) -> None:
+        """Mark ready, or failed, every daemon waiting to be ready."""
+        for unit in self.units.values():
+            if unit.ready_deadline is None or unit.state != STARTING:
+                continue
+            readiness = unit.spec.readiness
+            if isinstance(readiness, PidFileReadiness):
+                pid = _live_pid_in(readiness.pid_file)
+                if pid is not None:
+                    self._ready(unit, pid)
+                    continue
+            elif unit.notify_read in readable and self._notified(unit):
+                self._ready(unit, unit.pid)
+                continue
+            if unit.state == STARTING and time.monotonic() >= unit.ready_deadline:
+                self._fail_start(unit, _not_ready_reason(readiness, unit.notify_closed))
+
+    def _notified(self, unit: _Unit) -> bool:
+        """Read ``unit``'s notification pipe; tell whether it holds a newline.
+
+        A pipe closed without one fails the service, which can no longer
+        notify, after :data:`CLOSED_NOTIFY_GRACE` seconds.
+        """
+        assert unit.notify_read is not None
+        try:
+            data = os.read(unit.notify_read, 512)
+        except BlockingIOError:
+            return False
+        if b"\n" in data:
+            return True
+        if not data:
+            self._on_notify_closed(unit)
+        return False
+
+    def _on_notify_closed(self, unit: _Unit) -> None:
+        """Stop watching a notification pipe closed without a newline; give
+        the daemon :data:`CLOSED_NOTIFY_GRACE` seconds before it has failed."""
+        assert self._pipe is not None and unit.notify_read is not None
+        self._pipe.unwatch(unit.notify_read)
+        os.close(unit.notify_read)
+        unit.notify_read = None
+        unit.notify_closed = True
+        assert unit.ready_deadline is not None
+        grace = time.monotonic() + CLOSED_NOTIFY_GRACE
+        unit.ready_deadline = min(unit.ready_deadline, grace)
+
+    def _ready(self, unit: _Unit, pid: int | None) -> None:
+        """Mark ``unit`` running; with a pid file, supervise the process it names."""
+        self._end_readiness_wait(unit)
+        unit.state = RUNNING
+        if pid is not None and pid != unit.pid:
+            unit.pid = pid
+            unit.pgid = _group_of(pid, unit.pgid)
+            self._by_pid[pid] = unit
+        logger.info("service '%s' is ready (pid %s)", unit.spec.name, unit.pid)
+
+    def _fail_start(self, unit: _Unit, reason: str) -> None:
+        """Mark ``unit`` failed before it was ready, and stop what is left of it."""
+        self._end_readiness_wait(unit)
+        unit.state = FAILED
+        unit.reason = reason
+        logger.error("service '%s' failed to start: %s", unit.spec.name, reason)
+        if unit.pgid is not None and not self._gone(unit):
+            signal_group(unit.pgid, unit.pid, unit.spec.stop_signal)
+
+    def _end_readiness_wait(self, unit: _Unit) -> None:
+        """Forget ``unit``'s readiness deadline and close its notification pipe."""
+        unit.ready_deadline = None
+        unit.notify_closed = False
+        if unit.notify_read is not None:
+            assert self._pipe is not None
+            self._pipe.unwatch(unit.notify_read)
+            os.close(unit.notify_read)
+            unit.notify_read = None
 
     # -- stopping -----------------------------------------------------------
 
@@ -307,6 +488,8 @@ class Supervisor:
         """Stop every service, last started first; return the exit status."""
         self._stop_requested = True
         self.state = STOPPING
+        for unit in self.units.values():
+            self._end_readiness_wait(unit)
         self._write_status()
         for name in reversed(self.started):
             self._stop(self.units[name])
@@ -324,7 +507,10 @@ class Supervisor:
     def _stop(self, unit: _Unit) -> None:
         """Stop ``unit``'s process group: its stop signal, then SIGKILL."""
         if unit.pgid is None or self._gone(unit):
+            if unit.state == STARTING:
+                unit.state = STOPPED
             return
+        failed = unit.state == FAILED
         unit.state = STOPPING
         self._write_status()
         spec = unit.spec
@@ -350,7 +536,7 @@ class Supervisor:
                 self.unstoppable.append(spec.name)
                 self._write_status()
                 return
-        unit.state = STOPPED
+        unit.state = FAILED if failed else STOPPED
         self._write_status()
 
     def _gone(self, unit: _Unit) -> bool:
@@ -443,6 +629,68 @@ def _has_children() -> bool:
     except ChildProcessError:
         return False
     return True
+
+
+def _remove_stale(pid_file: str) -> None:
+    """Remove a pid file left by an earlier run, as Shepherd does before a start."""
+    try:
+        os.unlink(pid_file)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        logger.warning(
+            "cannot remove stale pid file '%s': %s", pid_file, error.strerror
+        )
+
+
+def _live_pid_in(pid_file: str) -> int | None:
+    """Return the PID ``pid_file`` holds if that process lives, else ``None``.
+
+    A file being written, or holding anything but a positive number, counts
+    as not there yet.
+    """
+    try:
+        with open(pid_file, encoding="ascii") as stream:
+            pid = int(stream.read().strip())
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+def _group_of(pid: int, fallback: int | None) -> int | None:
+    """Return the process group to stop for ``pid``; ``fallback`` if that is
+    the init's own (never to be signalled) or ``pid`` is gone."""
+    try:
+        group = os.getpgid(pid)
+    except ProcessLookupError:
+        return fallback
+    return fallback if group == os.getpgrp() else group
+
+
+def _not_ready_reason(readiness: object, notify_closed: bool) -> str:
+    if notify_closed:
+        assert isinstance(readiness, NotifyFdReadiness)
+        return (
+            f"it closed notification fd {readiness.notify_fd} without writing a newline"
+        )
+    if isinstance(readiness, PidFileReadiness):
+        return (
+            f"pid file '{readiness.pid_file}' did not name a live process "
+            f"within {readiness.timeout:g} s"
+        )
+    assert isinstance(readiness, NotifyFdReadiness)
+    return (
+        f"no readiness notification on fd {readiness.notify_fd} "
+        f"within {readiness.timeout:g} s"
+    )
 
 
 def _log_file(spec: ServiceSpec, log_dir: str) -> str:

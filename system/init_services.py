@@ -15,10 +15,15 @@ as PID 1 by a program importing that module.
                    "requirement": [STR...], "command": [STR...],
                    "one_shot": BOOL, "respawn": BOOL,
                    "environment": {STR: STR}, "log_file": STR,
-                   "stop_signal": "SIGTERM", "user": STR (optional)}]}
+                   "stop_signal": "SIGTERM", "user": STR (optional),
+                   "readiness": READINESS (optional)}]}
 
 listed in start order: each service after those it requires, the given
-order kept otherwise.
+order kept otherwise.  ``READINESS`` is ``{"pid_file": PATH, "timeout":
+SECONDS}`` or ``{"notify_fd": N, "timeout": SECONDS}``; the default,
+``"spawned"``, is left out, and so is the ``readiness`` field of the writer
+when no service declares one, so that systems without one keep their
+derivations.
 """
 
 from __future__ import annotations
@@ -32,6 +37,15 @@ from typing import Any
 from derivations.file_like import computed_file, program_file
 from derivations.gexp import Gexp, gexp, with_imported_modules
 from system.base import boot_service_type, system_service_type
+from system.init_spec import (
+    SPAWNED,
+    NotifyFdReadiness,
+    PidFileReadiness,
+    Problem,
+    Readiness,
+    parse_readiness,
+    readiness_to_json,
+)
 from system.services import ServiceError, service_extension, service_type
 
 __all__ = [
@@ -87,6 +101,12 @@ class InitService:
     user: str | None = None
     """The user it runs as, root by default."""
 
+    readiness: Readiness | Mapping[str, Any] = SPAWNED
+    """When a daemon is up for its dependents: ``"spawned"`` (the default),
+    a :class:`~system.init_spec.PidFileReadiness` (Shepherd's ``#:pid-file``)
+    or :class:`~system.init_spec.NotifyFdReadiness` (s6's notification fd);
+    the spec's JSON object for either is accepted too."""
+
     documentation: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -114,6 +134,29 @@ class InitService:
                 f"init service '{self.name}' has no command",
                 "give it an argv",
             )
+        object.__setattr__(self, "readiness", self._checked_readiness())
+
+    def _checked_readiness(self) -> Readiness:
+        """Return the readiness as a record, or raise naming what is wrong."""
+        value: Any = self.readiness
+        if isinstance(value, (PidFileReadiness, NotifyFdReadiness)):
+            value = value.to_json()
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        readiness, problems = parse_readiness(value)
+        if self.one_shot and readiness != SPAWNED:
+            problems.append(
+                Problem("readiness", "a one-shot service is ready when it exits 0")
+            )
+        if problems:
+            raise InitServiceError(
+                self.name,
+                f"init service '{self.name}' has a bad readiness: "
+                + "; ".join(f"{p.field}: {p.message}" for p in problems),
+                'use "spawned", {"pid_file": PATH, "timeout": SECONDS} '
+                'or {"notify_fd": N, "timeout": SECONDS} (daemons only)',
+            )
+        return readiness
 
     @property
     def name(self) -> str:
@@ -194,6 +237,11 @@ _SPEC_FIELDS = (
     "user",
 )
 
+# Note: the writer below is hashed into every system's derivation; it is kept
+# as is, and its `fields` gain "readiness" only when some service declares
+# one: the rows of the others, one item shorter, end before it in `zip`.
+_READINESS_FIELD = "readiness"
+
 _SPEC_WRITER = """
 import json
 
@@ -224,26 +272,46 @@ def _spec_row(svc: InitService) -> list[Any]:
         svc.log,
         svc.stop_signal,
         svc.user,
+        *_readiness_cell(svc),
     ]
+
+
+def _readiness_cell(svc: InitService) -> list[object]:
+    """Return the readiness item of ``svc``'s row: none for ``"spawned"``."""
+    if svc.readiness == SPAWNED:
+        return []
+    assert not isinstance(svc.readiness, Mapping)
+    return [readiness_to_json(svc.readiness)]
+
+
+def _spec_fields(services: Sequence[InitService]) -> list[str]:
+    """Return the fields of the spec writer's rows for ``services``."""
+    fields = list(_SPEC_FIELDS)
+    if any(svc.readiness != SPAWNED for svc in services):
+        fields.append(_READINESS_FIELD)
+    return fields
 
 
 def init_spec(services: Iterable[InitService]) -> Any:
     """Return the ``services.json`` file of ``services``, in start order
     (see the module grammar); file-like objects in commands and
     environments become their store paths."""
-    rows = [_spec_row(svc) for svc in init_start_order(services)]
+    ordered = init_start_order(services)
+    rows = [_spec_row(svc) for svc in ordered]
     return computed_file(
-        "services.json", gexp(_SPEC_WRITER, fields=list(_SPEC_FIELDS), rows=rows)
+        "services.json",
+        gexp(_SPEC_WRITER, fields=_spec_fields(ordered), rows=rows),
     )
 
 
 def spec_data(services: Iterable[InitService]) -> dict[str, Any]:
     """Return the JSON data of ``services`` when no command or environment
     holds a file-like object (for inspection and tests)."""
-    rows = [_spec_row(svc) for svc in init_start_order(services)]
+    ordered = init_start_order(services)
+    fields = _spec_fields(ordered)
     entries = []
-    for row in rows:
-        entry = dict(zip(_SPEC_FIELDS, row, strict=True))
+    for row in map(_spec_row, ordered):
+        entry = dict(zip(fields, row, strict=False))
         entry["environment"] = dict(entry["environment"])
         if entry["user"] is None:
             del entry["user"]

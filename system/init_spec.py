@@ -20,16 +20,30 @@ Grammar (JSON)::
                  "stop_signal":  STRING,             default "SIGTERM"
                  "stop_timeout": NUMBER,             default 3 (seconds)
                  "directory":    STRING,             default "/"
-                 "user":         STRING | null }     default null (init's user)
+                 "user":         STRING | null,      default null (init's user)
+                 "readiness":    readiness }         default "spawned"
+    readiness = "spawned"
+              | { "pid_file": STRING, "timeout": NUMBER }    timeout default 5
+              | { "notify_fd": INT,   "timeout": NUMBER }    timeout default 5
 
 A service provides its name and every name of its ``provision``; each name
 of its ``requirement`` must be provided by exactly one service.  A
 ``log_file`` that is relative is taken under the init's log directory;
 ``stop_signal`` is a signal name (``SIGTERM``, ``SIGINT``, ``SIGHUP``...);
 ``directory`` is absolute.  A one-shot service runs to completion (exit 0)
-before its dependents start and cannot respawn; a daemon counts as started
-once spawned.  Unknown keys are errors, so that a misspelt ``requirements``
-cannot silently drop a dependency.
+before its dependents start and cannot respawn.  A daemon is up, and its
+dependents may start, according to its ``readiness``:
+
+- ``"spawned"``: once it has been spawned;
+- ``pid_file`` (Shepherd's ``#:pid-file`` and ``#:pid-file-timeout``): once
+  that file (an absolute name) exists and names a live process, which is
+  then the one supervised and stopped, for daemons that fork;
+- ``notify_fd`` (s6's ``notification-fd``): once the daemon has written a
+  newline to that descriptor (3 or above) of its own.
+
+A daemon not ready within ``timeout`` seconds has failed.  Unknown keys are
+errors, so that a misspelt ``requirements`` cannot silently drop a
+dependency.
 
 Like Shepherd's, the start order is a topological order of the requirement
 graph (an edge from the provider to each dependent); among services free to
@@ -51,16 +65,26 @@ from store.errors import PyguixError
 __all__ = [
     "InitSpec",
     "InitSpecError",
+    "NotifyFdReadiness",
+    "PidFileReadiness",
     "Problem",
+    "Readiness",
     "ServiceGraphError",
     "ServiceSpec",
     "load_spec",
+    "parse_readiness",
     "parse_spec",
     "providers_of",
+    "readiness_to_json",
     "start_order",
 ]
 
 DEFAULT_STOP_TIMEOUT = 3.0
+
+DEFAULT_READY_TIMEOUT = 5.0
+"""Seconds a daemon has to become ready (Shepherd's ``default-pid-file-timeout``)."""
+
+SPAWNED = "spawned"
 
 _Report = Callable[[str, str], None]
 """Records a problem: the key within the service, and the message."""
@@ -78,6 +102,7 @@ _SERVICE_KEYS = (
     "stop_timeout",
     "directory",
     "user",
+    "readiness",
 )
 
 
@@ -133,6 +158,40 @@ class ServiceGraphError(InitSpecError):
 
 
 @dataclass(frozen=True)
+class PidFileReadiness:
+    """A daemon is ready once its pid file names a live process."""
+
+    pid_file: str
+    """The file's absolute name; a stale one is removed before each start."""
+
+    timeout: float = DEFAULT_READY_TIMEOUT
+    """Seconds the daemon has, from its spawning, to become ready."""
+
+    def to_json(self) -> dict[str, object]:
+        """Return this readiness as its spec value."""
+        return {"pid_file": self.pid_file, "timeout": self.timeout}
+
+
+@dataclass(frozen=True)
+class NotifyFdReadiness:
+    """A daemon is ready once it has written a newline to a descriptor (s6)."""
+
+    notify_fd: int
+    """The descriptor number, in the daemon, of the notification pipe."""
+
+    timeout: float = DEFAULT_READY_TIMEOUT
+    """Seconds the daemon has, from its spawning, to become ready."""
+
+    def to_json(self) -> dict[str, object]:
+        """Return this readiness as its spec value."""
+        return {"notify_fd": self.notify_fd, "timeout": self.timeout}
+
+
+Readiness = str | PidFileReadiness | NotifyFdReadiness
+"""How a daemon tells it is up: :data:`SPAWNED` or one of the records."""
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     """One service as the init runs it (a Shepherd service, lowered)."""
 
@@ -171,6 +230,9 @@ class ServiceSpec:
 
     user: str | None = None
     """The account to run as, or ``None`` for the init's own."""
+
+    readiness: Readiness = SPAWNED
+    """When the daemon counts as up: :data:`SPAWNED` or a readiness record."""
 
     @property
     def provides(self) -> tuple[str, ...]:
@@ -286,6 +348,9 @@ def _parse_service(
     stop_timeout = _timeout(entry.get("stop_timeout", DEFAULT_STOP_TIMEOUT), bad)
     directory = _directory(entry.get("directory", "/"), bad)
     user = _optional_string(entry.get("user"), "user", bad)
+    readiness = _readiness(entry.get("readiness", SPAWNED), bad)
+    if one_shot and readiness != SPAWNED:
+        bad("readiness", "a one-shot service is ready when it exits 0; drop it")
     if len(problems) > before:
         return None
     return ServiceSpec(
@@ -301,6 +366,7 @@ def _parse_service(
         stop_timeout=stop_timeout,
         directory=directory,
         user=user,
+        readiness=readiness,
     )
 
 
@@ -366,13 +432,83 @@ def _signal(value: object, bad: _Report) -> int:
     return signal.SIGTERM
 
 
-def _timeout(value: object, bad: _Report) -> float:
+def _timeout(
+    value: object,
+    bad: _Report,
+    key: str = "stop_timeout",
+    default: float = DEFAULT_STOP_TIMEOUT,
+) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        bad("stop_timeout", "expected a positive number of seconds")
-        return DEFAULT_STOP_TIMEOUT
+        bad(key, "expected a positive number of seconds")
+        return default
     return float(value)
+
+
+def _readiness(value: object, bad: _Report) -> Readiness:
+    if value == SPAWNED:
+        return SPAWNED
+    kind = _readiness_kind(value)
+    if kind is None:
+        shown = json.dumps(value, default=repr)
+        bad(
+            "readiness",
+            f'{shown} is not a readiness: expected "spawned", {{"pid_file": PATH, '
+            '"timeout": SECONDS} or {"notify_fd": N, "timeout": SECONDS}',
+        )
+        return SPAWNED
+
+    assert isinstance(value, Mapping)
+    timeout = _timeout(
+        value.get("timeout", DEFAULT_READY_TIMEOUT),
+        bad,
+        "readiness.timeout",
+        DEFAULT_READY_TIMEOUT,
+    )
+    target = value[kind]
+    if kind == "pid_file":
+        if isinstance(target, str) and target.startswith("/"):
+            return PidFileReadiness(target, timeout)
+        bad("readiness.pid_file", "expected an absolute file name")
+    elif isinstance(target, int) and not isinstance(target, bool) and target >= 3:
+        return NotifyFdReadiness(target, timeout)
+    else:
+        bad(
+            "readiness.notify_fd",
+            "expected a descriptor number of 3 or more (0-2 are the standard streams)",
+        )
+    return SPAWNED
+
+
+def _readiness_kind(value: object) -> str | None:
+    """Return the key naming the readiness object ``value``, or ``None``."""
+    if not isinstance(value, Mapping):
+        return None
+    for kind in ("pid_file", "notify_fd"):
+        if kind in value and set(value) <= {kind, "timeout"}:
+            return kind
+    return None
+
+
+def parse_readiness(value: object) -> tuple[Readiness, list[Problem]]:
+    """Parse a readiness as written in a spec (``"spawned"`` or an object).
+
+    :return: the readiness (:data:`SPAWNED` when invalid) and every problem
+        found, each naming its field under ``readiness``.
+    """
+    problems: list[Problem] = []
+    readiness = _readiness(
+        value, lambda key, message: problems.append(Problem(key, message))
+    )
+    return readiness, problems
+
+
+def readiness_to_json(readiness: Readiness) -> object:
+    """Return ``readiness`` as its spec value: ``"spawned"`` or an object."""
+    if isinstance(readiness, (PidFileReadiness, NotifyFdReadiness)):
+        return readiness.to_json()
+    return readiness
 
 
 def _directory(value: object, bad: _Report) -> str:

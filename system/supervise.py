@@ -4,11 +4,13 @@
 system calls, without threads:
 
 - :class:`SignalPipe` turns signals into bytes on a pipe
-  (:func:`signal.set_wakeup_fd`), so one ``select`` waits for signals and
-  timeouts alike; the Python handlers do nothing.
+  (:func:`signal.set_wakeup_fd`), so one ``select`` waits for signals,
+  timeouts and other watched descriptors (readiness pipes) alike; the
+  Python handlers do nothing.
 - :func:`spawn` forks and executes a service in a session (and process
   group) of its own, standard input on ``/dev/null`` and both output streams
-  appended to its log file.  A failure between ``fork`` and ``execve``
+  appended to its log file, and any descriptors it must inherit (an s6
+  notification pipe) at the numbers it expects them.  A failure between ``fork`` and ``execve``
   (``chdir``, ``setuid``, a missing program) travels back over a
   close-on-exec pipe and is raised in the parent as :class:`SpawnError`,
   as :mod:`subprocess` does, instead of showing up as a bare exit status.
@@ -24,13 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import pwd
 import selectors
 import signal
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import NoReturn
 
@@ -41,6 +44,7 @@ __all__ = [
     "Launch",
     "SignalPipe",
     "SpawnError",
+    "Wakeup",
     "become_subreaper",
     "describe_status",
     "group_alive",
@@ -113,12 +117,28 @@ class Launch:
     user: str | None = None
     """The account to switch to, or ``None`` to keep the init's ids."""
 
+    pass_fds: Mapping[int, int] = field(default_factory=dict)
+    """Descriptors the service inherits: its number for each, mapped to the
+    caller's descriptor (which the caller still owns and closes)."""
+
+
+@dataclass(frozen=True)
+class Wakeup:
+    """What ended a :meth:`SignalPipe.wait`."""
+
+    signals: tuple[int, ...]
+    """The signals received, in order."""
+
+    readable: tuple[int, ...]
+    """The watched descriptors that are readable (or at end of file)."""
+
 
 class SignalPipe:
     """Deliver signals as readable events on a pipe, for ``select``.
 
     Use as a context manager from the main thread; leaving restores the
-    previous handlers and wakeup descriptor.
+    previous handlers and wakeup descriptor.  :meth:`watch` adds other
+    descriptors to wait for.
     """
 
     def __init__(self, signals: Iterable[int]) -> None:
@@ -150,21 +170,33 @@ class SignalPipe:
         os.close(self._read)
         os.close(self._write)
 
-    def wait(self, timeout: float | None) -> list[int]:
-        """Wait up to ``timeout`` seconds (forever if ``None``) for signals.
+    def watch(self, fd: int) -> None:
+        """Make :meth:`wait` return when ``fd`` becomes readable."""
+        self._selector.register(fd, selectors.EVENT_READ)
 
-        :return: the signals received, in order (possibly none).
+    def unwatch(self, fd: int) -> None:
+        """Stop watching ``fd`` (before closing it)."""
+        self._selector.unregister(fd)
+
+    def wait(self, timeout: float | None) -> Wakeup:
+        """Wait up to ``timeout`` seconds (forever if ``None``) for signals
+        or a watched descriptor.
+
+        :return: the signals received, in order, and the readable watched
+            descriptors (possibly none of either).
         """
-        self._selector.select(timeout)
+        events = self._selector.select(timeout)
+        readable = tuple(key.fd for key, _ in events if key.fd != self._read)
         received: list[int] = []
         while True:
             try:
                 chunk = os.read(self._read, 512)
             except BlockingIOError:
-                return received
+                break
             if not chunk:
-                return received
+                break
             received.extend(chunk)
+        return Wakeup(tuple(received), readable)
 
 
 def _note_signal(signum: int, frame: FrameType | None) -> None:
@@ -258,12 +290,23 @@ def spawn(launch: Launch) -> int:
     log_fd = _open_log(launch)
     report_read, report_write = os.pipe()
 
+    # Number the report pipe and the passed copies above every descriptor the
+    # service inherits, so that the child's dup2 calls overwrite none of them.
+    floor = max([3, *(target + 1 for target in launch.pass_fds)])
+    report_write = _move_above(report_write, floor)
+    passed = {
+        target: fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, floor)
+        for target, source in launch.pass_fds.items()
+    }
+
     pid = os.fork()
     if pid == 0:
         os.close(report_read)
-        _exec_child(launch, environment, account, log_fd, report_write)
+        _exec_child(launch, environment, account, log_fd, report_write, passed)
     os.close(report_write)
     os.close(log_fd)
+    for fd in passed.values():
+        os.close(fd)
 
     report = _read_report(report_read)
     if report is not None:
@@ -295,6 +338,13 @@ def _open_log(launch: Launch) -> int:
         ) from error
 
 
+def _move_above(fd: int, floor: int) -> int:
+    """Return a close-on-exec copy of ``fd`` numbered ``floor`` or more; close ``fd``."""
+    copy = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor)
+    os.close(fd)
+    return copy
+
+
 def _read_report(fd: int) -> dict[str, str] | None:
     with os.fdopen(fd, "rb") as stream:
         data = stream.read()
@@ -313,6 +363,7 @@ def _exec_child(
     account: Account | None,
     log_fd: int,
     report: int,
+    passed: Mapping[int, int],
 ) -> NoReturn:
     """Become the service; on failure write what failed to ``report`` and exit 127.
 
@@ -333,6 +384,8 @@ def _exec_child(
         os.dup2(null, 0)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
+        for target, source in passed.items():
+            os.dup2(source, target)
 
         step = "chdir"
         os.chdir(launch.directory)

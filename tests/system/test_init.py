@@ -36,6 +36,19 @@ SERVICE_PROGRAM = textwrap.dedent(
         with open(path, "a") as stream:
             stream.write(line + "\\n")
 
+    def write_atomically(path, text):
+        with open(path + ".tmp", "w") as stream:
+            stream.write(text)
+        os.rename(path + ".tmp", path)
+
+    def serve(path, name):
+        def stop(signum, frame):
+            note(path, "stop " + name)
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, stop)
+        while True:
+            signal.pause()
+
     role, path, name = sys.argv[1], sys.argv[2], sys.argv[3]
     if role == "oneshot":
         note(path, "start " + name)
@@ -74,6 +87,33 @@ SERVICE_PROGRAM = textwrap.dedent(
         os.waitpid(middle, 0)
         while True:
             signal.pause()
+    elif role == "pid-file-late":
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        note(path, "start " + name)
+        time.sleep(0.4)
+        note(path, "ready " + name)
+        write_atomically(sys.argv[4], str(os.getpid()))
+        serve(path, name)
+    elif role == "forking":
+        if os.fork() == 0:
+            os.setsid()
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            time.sleep(0.3)
+            note(path, "ready " + name)
+            write_atomically(sys.argv[4], f"{os.getpid()}\\n")
+            serve(path, name)
+        os._exit(0)
+    elif role == "notify":
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        fd = int(sys.argv[4])
+        time.sleep(0.4)
+        note(path, "ready " + name)
+        os.write(fd, b"up and running\\n")
+        os.close(fd)
+        serve(path, name)
+    elif role == "mute":
+        note(path, "start " + name)
+        serve(path, name)
     elif role == "escape":
         middle = os.fork()
         if middle == 0:
@@ -460,6 +500,188 @@ def _descendants(pid: int) -> list[int]:
 
 
 # ---------------------------------------------------------------------------
+# Readiness
+
+
+def test_dependents_wait_for_a_pid_file_naming_a_live_process(
+    tmp_path: Path, program: Path, inits: list[Init]
+) -> None:
+    events, pid_file = tmp_path / "events", tmp_path / "slow.pid"
+    pid_file.write_text(str(os.getpid()))
+    slow = service("slow", program, "pid-file-late", events)
+    slow["command"] = [*slow["command"], str(pid_file)]  # type: ignore[misc]
+    slow["readiness"] = {"pid_file": str(pid_file), "timeout": 5}
+    services = [slow, service("after", program, "daemon", events, requirement=["slow"])]
+    init = Init(tmp_path, services)
+    inits.append(init)
+
+    wait_for(lambda: lines(events) == ["start slow"])
+    assert init.status()["state"] == "starting"
+    assert init.service("slow")["state"] == "starting"
+    assert init.service("after")["state"] == "waiting"
+    assert init.service("slow")["readiness"] == {
+        "pid_file": str(pid_file),
+        "timeout": 5.0,
+    }
+
+    wait_for(lambda: "start after" in lines(events))
+    assert lines(events) == ["start slow", "ready slow", "start after"]
+    assert init.status()["state"] == "running"
+    slow_status = init.service("slow")
+    assert slow_status["state"] == "running"
+    assert slow_status["pid"] == int(pid_file.read_text())
+    log = init.log()
+    assert log.index("service 'slow' is ready") < log.index("started service 'after'")
+    assert init.stop() == 0
+
+
+def test_a_forking_daemon_is_supervised_and_stopped_through_its_pid_file(
+    tmp_path: Path, program: Path, inits: list[Init]
+) -> None:
+    events = tmp_path / "events"
+
+    def forking(name: str) -> dict[str, object]:
+        entry = service(name, program, "forking", events)
+        pid_file = str(tmp_path / f"{name}.pid")
+        entry["command"] = [*entry["command"], pid_file]  # type: ignore[misc]
+        entry["readiness"] = {"pid_file": pid_file, "timeout": 5}
+        return entry
+
+    services = [
+        forking("forker"),
+        forking("doomed"),
+        service("after", program, "daemon", events, requirement=["forker"]),
+    ]
+    init = Init(tmp_path, services)
+    inits.append(init)
+
+    wait_for(lambda: "start after" in lines(events))
+    wait_for(lambda: init.service("doomed")["state"] == "running")
+    assert lines(events).index("ready forker") < lines(events).index("start after")
+    daemon = int((tmp_path / "forker.pid").read_text())
+    assert init.service("forker")["pid"] == daemon
+    assert alive(daemon)
+    assert "launcher exited with code 0; waiting for pid file" in init.log()
+
+    doomed = int((tmp_path / "doomed.pid").read_text())
+    os.kill(doomed, signal.SIGKILL)
+    wait_for(lambda: init.service("doomed")["state"] == "failed")
+    assert init.service("doomed")["term_signal"] == signal.SIGKILL
+
+    assert init.stop() == 0
+    assert not alive(daemon)
+    assert "stop forker" in lines(events)
+    assert f"stopping service 'forker' (pid {daemon})" in init.log()
+    assert "leftover" not in init.log()
+    assert init.service("forker")["state"] == "stopped"
+
+
+def test_dependents_wait_for_a_newline_on_the_notification_fd(
+    tmp_path: Path, program: Path, inits: list[Init]
+) -> None:
+    events = tmp_path / "events"
+    notifier = service("notifier", program, "notify", events)
+    notifier["command"] = [*notifier["command"], "5"]  # type: ignore[misc]
+    notifier["readiness"] = {"notify_fd": 5, "timeout": 5}
+    services = [
+        notifier,
+        service("after", program, "daemon", events, requirement=["notifier"]),
+    ]
+    init = Init(tmp_path, services)
+    inits.append(init)
+
+    wait_for(lambda: init.status().get("state") == "starting")
+    assert init.service("notifier")["state"] == "starting"
+    assert init.service("after")["state"] == "waiting"
+    wait_for(lambda: "start after" in lines(events))
+    assert lines(events) == ["ready notifier", "start after"]
+    assert init.service("notifier")["state"] == "running"
+    assert init.stop() == 0
+    assert "stop notifier" in lines(events)
+
+
+def test_a_daemon_not_ready_in_time_fails_and_its_dependents_are_skipped(
+    tmp_path: Path, program: Path, inits: list[Init]
+) -> None:
+    events, pid_file = tmp_path / "events", tmp_path / "never.pid"
+    closer = ["sh", "-c", "exec 3>&-; sleep 5"]
+    services: list[dict[str, object]] = [
+        service(
+            "mute",
+            program,
+            "mute",
+            events,
+            readiness={"notify_fd": 3, "timeout": 0.5},
+        ),
+        service("needs-mute", program, "daemon", events, requirement=["mute"]),
+        service("needs-needs", program, "daemon", events, requirement=["needs-mute"]),
+        service(
+            "no-pid-file",
+            program,
+            "mute",
+            events,
+            readiness={"pid_file": str(pid_file), "timeout": 0.5},
+        ),
+        service(
+            "quitter",
+            program,
+            "crash",
+            tmp_path / "crash",
+            readiness={"notify_fd": 3, "timeout": 5},
+        ),
+        {"name": "closer", "command": closer, "readiness": {"notify_fd": 3}},
+    ]
+    init = Init(tmp_path, services)
+    inits.append(init)
+
+    started = time.monotonic()
+    wait_for(lambda: init.status().get("state") == "running")
+    assert time.monotonic() - started < 4
+    mute = init.service("mute")
+    assert mute["state"] == "failed"
+    assert mute["reason"] == "no readiness notification on fd 3 within 0.5 s"
+    assert init.service("needs-mute")["reason"] == "requirement 'mute' is failed"
+    assert init.service("needs-needs")["state"] == "skipped"
+    assert init.service("no-pid-file")["reason"] == (
+        f"pid file '{pid_file}' did not name a live process within 0.5 s"
+    )
+    assert init.service("quitter")["reason"] == (
+        "exited with code 2 before it was ready"
+    )
+    assert init.service("closer")["reason"] == (
+        "it closed notification fd 3 without writing a newline"
+    )
+    wait_for(lambda: sorted(lines(events)).count("stop mute") == 1)
+    assert "stop no-pid-file" in lines(events)
+    assert "start needs-mute" not in lines(events)
+
+    assert init.stop() == 0
+    assert [init.service(n)["state"] for n in ("mute", "closer")] == [
+        "failed",
+        "failed",
+    ]
+
+
+def test_sigterm_while_a_daemon_is_not_ready_stops_it_at_once(
+    tmp_path: Path, program: Path, inits: list[Init]
+) -> None:
+    events = tmp_path / "events"
+    mute = service(
+        "mute", program, "mute", events, readiness={"notify_fd": 4, "timeout": 20}
+    )
+    init = Init(tmp_path, [mute])
+    inits.append(init)
+    wait_for(lambda: lines(events) == ["start mute"])
+    assert init.status()["state"] == "starting"
+
+    started = time.monotonic()
+    assert init.stop() == 0
+    assert time.monotonic() - started < 3
+    assert lines(events) == ["start mute", "stop mute"]
+    assert init.service("mute")["state"] == "stopped"
+
+
+# ---------------------------------------------------------------------------
 # Bad specs
 
 
@@ -504,6 +726,37 @@ BAD_SPECS = {
             }
         ),
         "services[0].respawn: a one-shot service cannot respawn",
+    ),
+    "bad-notify-fd": (
+        json.dumps(
+            {
+                "services": [
+                    {"name": "a", "command": _command(), "readiness": {"notify_fd": 1}}
+                ]
+            }
+        ),
+        "services[0].readiness.notify_fd: expected a descriptor number of 3 or more",
+    ),
+    "unknown-readiness": (
+        json.dumps(
+            {"services": [{"name": "a", "command": _command(), "readiness": "up"}]}
+        ),
+        'services[0].readiness: "up" is not a readiness',
+    ),
+    "one-shot-readiness": (
+        json.dumps(
+            {
+                "services": [
+                    {
+                        "name": "a",
+                        "command": _command(),
+                        "one_shot": True,
+                        "readiness": {"pid_file": "/run/a.pid"},
+                    }
+                ]
+            }
+        ),
+        "services[0].readiness: a one-shot service is ready when it exits 0",
     ),
     "unknown-requirement": (
         json.dumps(
