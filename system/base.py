@@ -25,9 +25,9 @@ graph, from the leaves to the root::
 * ``accounts``: users and groups; activation writes ``/etc/passwd``,
   ``/etc/group`` and ``/etc/shadow`` and creates the homes.
 * ``hosts`` (``/etc/hosts``), ``host-name`` (``/etc/hostname`` and the host
-  name set at activation), ``profile`` (a union of the packages, the
-  ``profile`` entry), ``kernel`` (the ``kernel`` entry) and ``bare-metal``
-  (what only a machine of its own needs).
+  name set at activation), ``profile`` (the ``profile`` entry, a profile
+  of the packages: see :mod:`system.profiles`), ``kernel`` (the ``kernel``
+  entry) and ``bare-metal`` (what only a machine of its own needs).
 """
 
 from __future__ import annotations
@@ -36,13 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from derivations.file_like import (
-    computed_file,
-    directory_union,
-    file_union,
-    plain_file,
-    program_file,
-)
+from derivations.file_like import file_union, plain_file, program_file
 from derivations.gexp import Gexp, gexp, gexp_text, with_imported_modules
 from system.accounts import (
     UserAccount,
@@ -52,6 +46,7 @@ from system.accounts import (
     passwd_text,
     shadow_text,
 )
+from system.profiles import profile
 from system.services import ServiceError, service_extension, service_type
 
 __all__ = [
@@ -348,16 +343,10 @@ host_name_service_type = service_type(
 # profile, kernel, bare metal
 
 
-_EMPTY_DIRECTORY = gexp("os.mkdir($out)\n")
-
-
 def _profile_entry(packages: Sequence[Any]) -> list[tuple[str, Any]]:
-    """Return the ``profile`` entry: the union of ``packages``.
-
-    XXX: a union of directories, not a Guix profile with a manifest."""
-    if not packages:
-        return [("profile", computed_file("profile", _EMPTY_DIRECTORY))]
-    return [("profile", directory_union("profile", packages))]
+    """Return the ``profile`` entry: the profile of ``packages``, with its
+    manifest and ``etc/profile`` (see :mod:`system.profiles`)."""
+    return [("profile", profile("profile", packages))]
 
 
 profile_service_type = service_type(
