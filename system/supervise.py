@@ -279,25 +279,24 @@ def spawn(launch: Launch) -> int:
 
     The caller must reap the child (with :func:`reap`).
 
-    :raises SpawnError: the log file, the account, the directory or the
-        program was not usable; the child has then been collected.
+    :raises SpawnError: the log file, the account, a descriptor to pass,
+        the directory or the program was not usable; the child, if any, has
+        then been collected.
     """
     account = _account(launch)
     environment = dict(launch.base_environment)
     if account is not None:
         environment.update(HOME=account.home, USER=account.name, LOGNAME=account.name)
     environment.update(launch.environment)
-    log_fd = _open_log(launch)
+    passed = _copies_above_targets(launch)
+    try:
+        log_fd = _open_log(launch)
+    except SpawnError:
+        for fd in passed.values():
+            os.close(fd)
+        raise
     report_read, report_write = os.pipe()
-
-    # Number the report pipe and the passed copies above every descriptor the
-    # service inherits, so that the child's dup2 calls overwrite none of them.
-    floor = max([3, *(target + 1 for target in launch.pass_fds)])
-    report_write = _move_above(report_write, floor)
-    passed = {
-        target: fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, floor)
-        for target, source in launch.pass_fds.items()
-    }
+    report_write = _move_above(report_write, max([3, *passed]) + 1)
 
     pid = os.fork()
     if pid == 0:
@@ -336,6 +335,28 @@ def _open_log(launch: Launch) -> int:
         raise SpawnError(
             launch.name, "log", f"'{launch.log_file}': {error.strerror}"
         ) from error
+
+
+def _copies_above_targets(launch: Launch) -> dict[int, int]:
+    """Return close-on-exec copies of ``launch.pass_fds``, numbered above every
+    descriptor the service inherits, so that the child's ``dup2`` calls
+    overwrite none of them nor the report pipe (numbered above them too).
+
+    :raises SpawnError: a number beyond the descriptor limit.
+    """
+    floor = max([3, *(target + 1 for target in launch.pass_fds)])
+    copies: dict[int, int] = {}
+    try:
+        for target, source in launch.pass_fds.items():
+            copies[target] = fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, floor)
+    except OSError as error:
+        for fd in copies.values():
+            os.close(fd)
+        targets = ", ".join(map(str, launch.pass_fds))
+        raise SpawnError(
+            launch.name, "descriptors", f"cannot pass fd {targets}: {error.strerror}"
+        ) from error
+    return copies
 
 
 def _move_above(fd: int, floor: int) -> int:

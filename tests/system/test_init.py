@@ -630,6 +630,7 @@ def test_a_daemon_not_ready_in_time_fails_and_its_dependents_are_skipped(
             readiness={"notify_fd": 3, "timeout": 5},
         ),
         {"name": "closer", "command": closer, "readiness": {"notify_fd": 3}},
+        {"name": "far", "command": ["true"], "readiness": {"notify_fd": 2**30}},
     ]
     init = Init(tmp_path, services)
     inits.append(init)
@@ -651,7 +652,10 @@ def test_a_daemon_not_ready_in_time_fails_and_its_dependents_are_skipped(
     assert init.service("closer")["reason"] == (
         "it closed notification fd 3 without writing a newline"
     )
-    wait_for(lambda: sorted(lines(events)).count("stop mute") == 1)
+    assert "descriptors: cannot pass fd 1073741824: " in str(
+        init.service("far")["reason"]
+    )
+    wait_for(lambda: "stop mute" in lines(events))
     assert "stop no-pid-file" in lines(events)
     assert "start needs-mute" not in lines(events)
 
