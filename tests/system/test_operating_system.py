@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from derivations.derivation import Derivation
-from derivations.file_like import DirectoryUnion, FileUnion, computed_file, plain_file
+from derivations.file_like import FileUnion, computed_file, plain_file
 from derivations.gexp import gexp
 from derivations.lowering import lower_object
 from derivations.monad import run_with_store
@@ -40,6 +40,7 @@ from system.operating_system import (
     operating_system_services,
     operating_system_user_accounts,
 )
+from system.profiles import Profile
 from system.services import (
     AmbiguousTargetServiceError,
     ServiceError,
@@ -152,7 +153,8 @@ def test_profile_gathers_packages_of_services(example: OperatingSystem) -> None:
     packages = operating_system_profile(os_)
     assert packages[-1] is extra and len(packages) == len(example.packages) + 1
     profile = entries(operating_system_directory(os_))["profile"]
-    assert isinstance(profile, DirectoryUnion) and extra in profile.things
+    assert isinstance(profile, Profile)
+    assert extra in [entry.item for entry in profile.entries]
 
 
 def test_boot_file_system_specs(example: OperatingSystem) -> None:
