@@ -484,13 +484,24 @@ def file_append(obj: Any, *suffixes: str) -> FileAppend:
     return FileAppend(obj, tuple(suffixes))
 
 
+def _expand_append(obj: FileAppend, lowered: Any, output: str) -> str:
+    """Return the path text of ``obj``: that of the object it appends to,
+    found below any nested appends without recursion, then the suffixes,
+    innermost first.  ``lowered`` is what that object lowered to."""
+    suffixes = [obj.suffixes]
+    base = obj.base
+    while isinstance(base, FileAppend):
+        suffixes.append(base.suffixes)
+        base = base.base
+    text = expand_lowered(base, lowered, output)
+    return text + "".join("".join(group) for group in reversed(suffixes))
+
+
 register_compiler(
     FileAppend,
     Compiler(
         lambda obj, system: mreturn(obj.base),
-        expand=lambda obj, lowered, output: (
-            expand_lowered(obj.base, lowered, output) + "".join(obj.suffixes)
-        ),
+        expand=_expand_append,
         fingerprint=lambda obj, of: [of(obj.base), list(obj.suffixes)],
     ),
 )

@@ -44,6 +44,8 @@ the object's content, used as the key of the persistent lowering cache.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
 import textwrap
 from collections.abc import Callable, Iterable, Iterator
@@ -105,55 +107,49 @@ R = TypeVar("R")
 _EQUAL_PAIRS: set[tuple[int, int]] | None = None
 """The pairs of records found equal by the comparison under way, by id."""
 
+_SHARED = "__shared_record__"
+"""The class attribute marking the classes :func:`shared_record` made."""
+
 
 def shared_record(cls: type[R]) -> type[R]:
     """Make the frozen dataclass ``cls`` cheap to hash and compare when its
-    instances share the records they hold.
+    instances share the records they hold, however deep they nest.
 
     Gexps and file-like objects refer to each other and share what they
     refer to, so they form a graph, not a tree; the generated ``__hash__``
     and ``__eq__`` visit a shared record once per path to it, a cost
-    exponential in the graph's depth.  Instead:
+    exponential in the graph's depth, and recurse once per level, which
+    exhausts Python's stack on long chains.  Instead:
 
     - the hash is kept in the instance once computed, and left out when it
       is pickled or copied, since string hashes differ between processes;
-    - equality first compares hashes, and a comparison remembers the pairs
-      it found equal, so comparing two equal graphs built apart visits each
-      pair of records once.  Note: the pairs are kept by ``id`` only while
-      the outermost comparison runs, when both graphs are alive.
+      the records below one are hashed first, deepest first, from an
+      explicit stack, so computing a hash never recurses more than a level;
+    - equality first compares hashes, then walks both graphs side by side
+      from an explicit stack, and a comparison remembers the pairs it found
+      equal, so comparing two equal graphs built apart visits each pair of
+      records once.  Note: the pairs are kept by ``id`` only while the
+      outermost comparison runs, when both graphs are alive.
     """
     compute_hash = cls.__hash__
-    compare = cls.__eq__
     assert compute_hash is not None, f"{cls.__name__} is not hashable"
 
     def __hash__(self: Any) -> int:
         cached: int | None = self.__dict__.get("_hash")
         if cached is None:
+            _hash_below(self)
             cached = compute_hash(self)
             object.__setattr__(self, "_hash", cached)
         return cached
 
     def __eq__(self: Any, other: object) -> bool:
-        global _EQUAL_PAIRS
         if self is other:
             return True
         if other.__class__ is not self.__class__:
             return NotImplemented
         if hash(self) != hash(other):
             return False
-        outermost = _EQUAL_PAIRS is None
-        pairs = _EQUAL_PAIRS = set() if _EQUAL_PAIRS is None else _EQUAL_PAIRS
-        try:
-            pair = (id(self), id(other))
-            if pair in pairs:
-                return True
-            equal: bool = compare(self, other)
-            if equal is True:
-                pairs.add(pair)
-            return equal
-        finally:
-            if outermost:
-                _EQUAL_PAIRS = None
+        return _graphs_equal(self, other)
 
     def __getstate__(self: Any) -> dict[str, Any]:
         return {key: value for key, value in self.__dict__.items() if key != "_hash"}
@@ -161,7 +157,101 @@ def shared_record(cls: type[R]) -> type[R]:
     cls.__hash__ = __hash__  # type: ignore[method-assign]
     cls.__eq__ = __eq__  # type: ignore[method-assign]
     cls.__getstate__ = __getstate__  # type: ignore[method-assign]
+    setattr(cls, _SHARED, True)
     return cls
+
+
+def _is_shared(value: object) -> bool:
+    """Tell whether ``value`` is an instance of a :func:`shared_record` class."""
+    return getattr(type(value), _SHARED, False) is True
+
+
+def _fields(value: object, hashed: bool) -> Iterator[Any]:
+    """Yield the field values of the dataclass instance ``value`` that its
+    generated ``__hash__`` (``hashed``) or ``__eq__`` uses."""
+    for item in dataclasses.fields(value):  # type: ignore[arg-type]
+        used = item.compare if not hashed or item.hash is None else item.hash
+        if used:
+            yield getattr(value, item.name)
+
+
+def _hashed_parts(value: object) -> Iterator[Any]:
+    """Yield what hashing ``value`` hashes in turn: the items of a tuple or
+    frozenset, the hashed fields of a dataclass instance, nothing else."""
+    if isinstance(value, tuple | frozenset):
+        yield from value
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        yield from _fields(value, hashed=True)
+
+
+def _hash_below(root: object) -> None:
+    """Hash the shared records below ``root`` that have no hash yet, each
+    after those below it (a post-order from an explicit stack)."""
+    seen = {id(root)}
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        value, expanded = stack.pop()
+        if expanded:
+            if value is not root and _is_shared(value):
+                hash(value)
+            continue
+        stack.append((value, True))
+        for part in _hashed_parts(value):
+            settled = _is_shared(part) and "_hash" in part.__dict__
+            if not settled and id(part) not in seen and _may_hold_records(part):
+                seen.add(id(part))
+                stack.append((part, False))
+
+
+def _may_hold_records(value: object) -> bool:
+    """Tell whether ``value`` may be or hold a record (not a scalar)."""
+    return not isinstance(value, str | bytes | int | float | type(None))
+
+
+def _graphs_equal(left: Any, right: Any) -> bool:
+    """Compare two shared records of the same class and hash, field by
+    field, from an explicit stack (see :func:`shared_record`)."""
+    global _EQUAL_PAIRS
+    outermost = _EQUAL_PAIRS is None
+    known = _EQUAL_PAIRS = set() if _EQUAL_PAIRS is None else _EQUAL_PAIRS
+    try:
+        assumed: set[tuple[int, int]] = set()
+        if not _walk_equal(left, right, known, assumed):
+            return False
+        known.update(assumed)
+        return True
+    finally:
+        if outermost:
+            _EQUAL_PAIRS = None
+
+
+def _walk_equal(
+    left: Any, right: Any, known: set[tuple[int, int]], assumed: set[tuple[int, int]]
+) -> bool:
+    """Tell whether ``left`` equals ``right``, taking the pairs of records
+    in ``known`` as equal and adding those compared to ``assumed``: any
+    difference makes the whole comparison false, so they are equal if none
+    is found."""
+    stack = [(left, right)]
+    while stack:
+        a, b = stack.pop()
+        if a is b:
+            continue
+        if _is_shared(a) and a.__class__ is b.__class__:
+            pair = (id(a), id(b))
+            if pair in known or pair in assumed:
+                continue
+            if hash(a) != hash(b):
+                return False
+            assumed.add(pair)
+            stack.extend(zip(_fields(a, False), _fields(b, False), strict=True))
+        elif type(a) is type(b) and type(a) in (tuple, list):
+            if len(a) != len(b):
+                return False
+            stack.extend(zip(a, b, strict=True))
+        elif a != b:
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------
@@ -184,7 +274,9 @@ class Compiler:
     """``fingerprint(obj, fingerprint_of)`` returns plain data (lists,
     strings, numbers, bytes) describing ``obj``'s content and options,
     calling ``fingerprint_of`` for the objects it refers to; ``None`` (or no
-    procedure) means ``obj`` is never kept in the persistent cache."""
+    procedure) means ``obj`` is never kept in the persistent cache.  Note:
+    what ``fingerprint_of`` returns must go into the data as it is, never
+    looked into: it may stand for a digest not computed yet."""
 
 
 _COMPILERS: dict[type, Compiler] = {}
@@ -504,14 +596,16 @@ def _nested_modules(references: Iterable[tuple[str, Any]]) -> tuple[str, ...]:
 
 
 def _nested_gexps(value: Any) -> Iterator[Gexp]:
-    """Yield the gexps directly in ``value``."""
-    if isinstance(value, Gexp):
-        yield value
-    elif isinstance(value, GexpText):
-        yield value.gexp
-    elif isinstance(value, Sequence):
-        for item in value.items:
-            yield from _nested_gexps(item)
+    """Yield the gexps directly in ``value``, in order."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, Gexp):
+            yield item
+        elif isinstance(item, GexpText):
+            yield item.gexp
+        elif isinstance(item, Sequence):
+            pending.extend(reversed(item.items))
 
 
 def with_imported_modules(modules: Iterable[str], g: Gexp) -> Gexp:
@@ -529,6 +623,11 @@ def gexp_text(g: Gexp) -> GexpText:
 
 # ---------------------------------------------------------------------------
 # Inputs, outputs, modules
+#
+# Gexps nest as deep as their users build them (a chain of packages, each
+# gexp quoting the one below), so every walk below uses an explicit stack;
+# a work list popped from its end, children pushed in reverse, visits them
+# in the order recursion would.
 
 
 def gexp_inputs(g: Gexp) -> tuple[GexpInput, ...]:
@@ -537,46 +636,50 @@ def gexp_inputs(g: Gexp) -> tuple[GexpInput, ...]:
     with the output used, and store path strings; nested gexps and
     sequences are searched."""
     found: dict[GexpInput, None] = {}
-    _collect_inputs(g, found)
+    visited: set[int] = set()
+    pending: list[tuple[Any, str]] = [(g, "out")]
+    while pending:
+        value, output = pending.pop()
+        if isinstance(value, GexpText):
+            value = value.gexp
+        if isinstance(value, Gexp):
+            # A gexp met again adds nothing: its inputs are already found.
+            if id(value) not in visited:
+                visited.add(id(value))
+                pending.extend(reversed(_hole_values(value)))
+        elif isinstance(value, Sequence):
+            pending.extend((item, "out") for item in reversed(value.items))
+        elif isinstance(value, DerivationRef | str) or is_file_like(value):
+            found.setdefault(GexpInput(value, output), None)
     return tuple(found)
 
 
-def _collect_inputs(g: Gexp, found: dict[GexpInput, None]) -> None:
-    """Add the inputs of ``g`` to ``found``, in template order."""
-    for part in g.parts:
-        if isinstance(part, Hole):
-            _collect_value(g.reference(part.name), part.output or "out", found)
-
-
-def _collect_value(value: Any, output: str, found: dict[GexpInput, None]) -> None:
-    """Add the inputs of one reference value to ``found``."""
-    if isinstance(value, Gexp):
-        _collect_inputs(value, found)
-    elif isinstance(value, GexpText):
-        _collect_inputs(value.gexp, found)
-    elif isinstance(value, Sequence):
-        for item in value.items:
-            _collect_value(item, "out", found)
-    elif isinstance(value, DerivationRef | str) or is_file_like(value):
-        found.setdefault(GexpInput(value, output), None)
+def _hole_values(g: Gexp) -> list[tuple[Any, str]]:
+    """Return the reference and output of each hole of ``g``, in order."""
+    return [
+        (g.reference(part.name), part.output or "out")
+        for part in g.parts
+        if isinstance(part, Hole)
+    ]
 
 
 def gexp_outputs(g: Gexp) -> tuple[str, ...]:
     """Return the own outputs ``g`` mentions, sorted, or ``("out",)`` if none
     (Guix's ``gexp-outputs``; nested gexps count)."""
     names: set[str] = set()
-    _collect_outputs(g, names)
+    visited = {id(g)}
+    pending = [g]
+    while pending:
+        current = pending.pop()
+        for part in current.parts:
+            if isinstance(part, OwnOutput):
+                names.add(part.name)
+            elif isinstance(part, Hole):
+                for nested in _nested_gexps(current.reference(part.name)):
+                    if id(nested) not in visited:
+                        visited.add(id(nested))
+                        pending.append(nested)
     return tuple(sorted(names)) or ("out",)
-
-
-def _collect_outputs(g: Gexp, names: set[str]) -> None:
-    """Add the own outputs of ``g`` and its nested gexps to ``names``."""
-    for part in g.parts:
-        if isinstance(part, OwnOutput):
-            names.add(part.name)
-        elif isinstance(part, Hole):
-            for nested in _nested_gexps(g.reference(part.name)):
-                _collect_outputs(nested, names)
 
 
 def gexp_modules(g: Gexp) -> tuple[str, ...]:
@@ -588,55 +691,137 @@ def gexp_modules(g: Gexp) -> tuple[str, ...]:
 # Expansion
 
 
+@dataclass(frozen=True)
+class _Close:
+    """Expansion step: finish the text of a nested value, made of the
+    pieces given since the matching ``_OPEN``, with ``finish``."""
+
+    finish: Callable[[list[str]], str]
+
+
+_OPEN = object()
+"""Expansion step: start collecting the pieces of a nested value."""
+
+
 def expand_gexp(g: Gexp, path_of: Callable[[GexpInput], str]) -> str:
     """Return the Python code of ``g``, with ``path_of(input)`` giving the
     store path text of each file-like, derivation and store path input
     (Guix's ``gexp->sexp``)."""
-    pieces: list[str] = []
+    pieces: list[list[str]] = [[]]
+    steps: list[Any] = [g]
+    while steps:
+        step = steps.pop()
+        if isinstance(step, str):
+            pieces[-1].append(step)
+        elif step is _OPEN:
+            pieces.append([])
+        elif isinstance(step, _Close):
+            done = pieces.pop()
+            pieces[-1].append(step.finish(done))
+        elif isinstance(step, Gexp):
+            steps.extend(reversed(_gexp_steps(step)))
+        else:
+            value, output = step
+            steps.extend(reversed(_value_steps(value, output, path_of)))
+    return "".join(pieces[0])
+
+
+def _gexp_steps(g: Gexp) -> list[Any]:
+    """Return the expansion steps of ``g``'s parts."""
+    steps: list[Any] = []
     for part in g.parts:
         if isinstance(part, str):
-            pieces.append(part)
+            steps.append(part)
         elif isinstance(part, OwnOutput):
-            pieces.append(f"os.environ[{part.name!r}]")
+            steps.append(f"os.environ[{part.name!r}]")
         else:
-            pieces.append(_expand_value(g.reference(part.name), part.output, path_of))
-    return "".join(pieces)
+            steps.append((g.reference(part.name), part.output))
+    return steps
 
 
-def _expand_value(
+def _value_steps(
     value: Any, output: str | None, path_of: Callable[[GexpInput], str]
-) -> str:
-    """Return the code of one reference value."""
+) -> list[Any]:
+    """Return the expansion steps of one reference value."""
     if isinstance(value, Literal):
-        return value.text
+        return [value.text]
     if isinstance(value, Gexp):
-        return expand_gexp(value, path_of)
+        return [value]
     if isinstance(value, GexpText):
-        return repr(expand_gexp(value.gexp, path_of))
+        return [_OPEN, value.gexp, _Close(lambda done: repr("".join(done)))]
     if isinstance(value, Sequence):
-        items = [_expand_value(item, None, path_of) for item in value.items]
-        if value.kind == "tuple":
-            return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
-        return "[" + ", ".join(items) + "]"
-    return repr(path_of(GexpInput(value, output or "out")))
+        steps: list[Any] = [_OPEN]
+        for item in value.items:
+            steps += [_OPEN, (item, None), _Close("".join)]
+        return [*steps, _Close(functools.partial(_sequence_text, value.kind))]
+    return [repr(path_of(GexpInput(value, output or "out")))]
+
+
+def _sequence_text(kind: str, items: list[str]) -> str:
+    """Return the literal of a list or tuple of the code ``items``."""
+    if kind == "tuple":
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    return "[" + ", ".join(items) + "]"
+
+
+# ---------------------------------------------------------------------------
+# Fingerprints
 
 
 def gexp_fingerprint(
     g: Gexp, fingerprint_of: Callable[[Any], Any], *, top: bool = True
 ) -> Any:
     """Return plain data describing ``g`` by content: its parts, its
-    references (file-like ones through ``fingerprint_of``) and, at the top,
-    its module closure with a digest of the modules' sources."""
-    parts = [_part_fingerprint(part) for part in g.parts]
-    references = [
-        [name, _value_fingerprint(value, fingerprint_of)]
-        for name, value in g.references
-    ]
-    modules: list[Any] = list(g.modules)
+    references (file-like ones through ``fingerprint_of``, called in the
+    order they appear) and, at the top, its module closure with a digest of
+    the modules' sources.
+
+    The data nests as deep as the gexps do; it is built top down, each
+    nested value written into the slot its container left for it.
+    """
+    root: list[Any] = [None]
+    slots: list[tuple[list[Any], int, Any]] = [(root, 0, g)]
+    while slots:
+        container, index, value = slots.pop()
+        container[index] = _shallow_fingerprint(value, fingerprint_of, slots)
+    data: list[Any] = root[0]
     if top and g.modules:
         closure = source_module_closure(g.modules)
-        modules = [list(closure), module_tree_digest(closure)]
-    return ["gexp", parts, references, modules]
+        data[3] = [list(closure), module_tree_digest(closure)]
+    return data
+
+
+def _shallow_fingerprint(
+    value: Any,
+    fingerprint_of: Callable[[Any], Any],
+    slots: list[tuple[list[Any], int, Any]],
+) -> Any:
+    """Return the plain data of one gexp or reference value, leaving a slot
+    in ``slots`` for each gexp, text or sequence item within it."""
+    if isinstance(value, Gexp):
+        references: list[list[Any]] = [[name, None] for name, _ in value.references]
+        for pair, (_, item) in reversed(
+            list(zip(references, value.references, strict=True))
+        ):
+            slots.append((pair, 1, item))
+        parts = [_part_fingerprint(part) for part in value.parts]
+        return ["gexp", parts, references, list(value.modules)]
+    if isinstance(value, GexpText):
+        text: list[Any] = ["text", None]
+        slots.append((text, 1, value.gexp))
+        return text
+    if isinstance(value, Sequence):
+        items: list[Any] = [None] * len(value.items)
+        for index in reversed(range(len(items))):
+            slots.append((items, index, value.items[index]))
+        return [value.kind, items]
+    if isinstance(value, Literal):
+        return ["literal", value.text]
+    if isinstance(value, DerivationRef):
+        return ["derivation", value.path]
+    if isinstance(value, str):
+        return ["path", value]
+    return fingerprint_of(value)
 
 
 def _part_fingerprint(part: str | Hole | OwnOutput) -> Any:
@@ -646,23 +831,3 @@ def _part_fingerprint(part: str | Hole | OwnOutput) -> Any:
     if isinstance(part, OwnOutput):
         return ["own", part.name]
     return ["hole", part.name, part.output]
-
-
-def _value_fingerprint(value: Any, fingerprint_of: Callable[[Any], Any]) -> Any:
-    """Return plain data for one reference value."""
-    if isinstance(value, Literal):
-        return ["literal", value.text]
-    if isinstance(value, Gexp):
-        return gexp_fingerprint(value, fingerprint_of, top=False)
-    if isinstance(value, GexpText):
-        return ["text", gexp_fingerprint(value.gexp, fingerprint_of, top=False)]
-    if isinstance(value, Sequence):
-        return [
-            value.kind,
-            [_value_fingerprint(item, fingerprint_of) for item in value.items],
-        ]
-    if isinstance(value, DerivationRef):
-        return ["derivation", value.path]
-    if isinstance(value, str):
-        return ["path", value]
-    return fingerprint_of(value)

@@ -18,6 +18,11 @@ Above both, the commands that evaluate a file (``pyguix system``,
 ``pyguix build -f``) keep the paths a whole evaluation gave, checked
 against every file it read (``derivations.lowering_cache.EvaluationCache``).
 
+Object graphs are as deep as their users make them (a bootstrap chain of
+packages is thousands of levels), so no step recurses once per level: the
+store monad runs on an explicit stack, and so do keys (:func:`object_key`),
+the walks of :mod:`derivations.gexp` and the hashes of input derivations.
+
 **The bootstrap interpreter is impure.**  A gexp's builder is Python run by
 the host's interpreter, ``os.path.realpath(sys.executable)``: that path is
 the derivation's ``builder``, and its identity (``python-X.Y.Z at PATH``) is
@@ -54,7 +59,7 @@ import platform
 import sys
 import tempfile
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -74,6 +79,7 @@ from derivations.gexp import (
     gexp_text,
     is_derivation,
 )
+from derivations.hashing import ModuloCache, hash_derivation_modulo
 from derivations.lowering_cache import CacheStats, LoweringCache, note_dependency
 from derivations.modules import (
     PROJECT_ROOT,
@@ -125,8 +131,19 @@ class LoweringError(PyguixError):
     """
 
     def __init__(self, thing: object, reason: str, hint: str | None = None) -> None:
-        super().__init__(f"cannot lower '{thing!r}': {reason}", hint)
+        super().__init__(f"cannot lower '{_describe(thing)}': {reason}", hint)
         self.thing = thing
+
+
+def _describe(thing: object) -> str:
+    """Return the ``repr`` of ``thing``, or its type and name when that
+    nests too deep to print (the generated ``repr`` of a long chain)."""
+    try:
+        return repr(thing)
+    except RecursionError:
+        name = getattr(thing, "name", None)
+        suffix = "" if name is None else f" {name!r}"
+        return f"<{type(thing).__name__}{suffix}>"
 
 
 # ---------------------------------------------------------------------------
@@ -168,6 +185,8 @@ class _Session:
     # XXX: fingerprints are memoised for the store's lifetime, so a local
     # file edited meanwhile keeps its old key, as Guix's add-to-store cache.
     fingerprints: dict[Any, bytes | None] = field(default_factory=dict)
+    modulo: ModuloCache = field(default_factory=ModuloCache)
+    """Hashes modulo of the input derivations met (see :func:`_hash_inputs`)."""
 
 
 _SESSIONS: weakref.WeakKeyDictionary[Any, _Session] = weakref.WeakKeyDictionary()
@@ -200,6 +219,26 @@ class _Unkeyable(Exception):
     """Raised inside fingerprinting for an object without a fingerprint."""
 
 
+class _Pending:
+    """What ``fingerprint_of`` gives for an object whose digest is not known
+    yet: the digest is put in its place when the data is packed."""
+
+    __slots__ = ("thing",)
+
+    def __init__(self, thing: Any) -> None:
+        self.thing = thing
+
+
+@dataclass
+class _Frame:
+    """An object being fingerprinted, waiting for the objects it refers to."""
+
+    thing: Any
+    data: Any
+    waiting: list[Any]
+    """The referred objects not fingerprinted yet, last one first."""
+
+
 @functools.cache
 def _pyguix_version() -> str:
     """Return the installed pyguix version (read from its metadata, since
@@ -230,33 +269,133 @@ def _toolchain_digest() -> str:
 
 
 def _fingerprint(obj: Any, memo: dict[Any, bytes | None]) -> bytes:
-    """Return the sha256 of ``obj``'s canonical fingerprint.
+    """Return the sha256 of ``obj``'s canonical fingerprint: the msgpack of
+    its type's name and the data its compiler's ``fingerprint`` gives, in
+    which each object it refers to stands for its own digest.
+
+    Objects refer to objects as deep as a package chain goes, so this is a
+    post-order walk from an explicit stack: an object's data is taken once,
+    with a :class:`_Pending` mark for each object not fingerprinted yet;
+    those are fingerprinted next, then the data is packed, marks replaced.
+    ``memo`` keeps each digest, or ``None`` for an object without one.
 
     :raises _Unkeyable: when ``obj`` or something it refers to has none.
+    :raises LoweringError: when an object refers to itself.
+    """
+    known = _known_digest(obj, memo)
+    if known is not None:
+        return known
+    stack: list[_Frame] = []
+    active: set[Any] = set()
+    frame = _start_frame(obj, memo, active)
+    try:
+        while True:
+            while frame.waiting and _known_digest(frame.waiting[-1], memo) is not None:
+                frame.waiting.pop()
+            if frame.waiting:
+                stack.append(frame)
+                frame = _start_frame(frame.waiting.pop(), memo, active)
+                continue
+            digest = memo[frame.thing] = _digest(frame.thing, frame.data, memo)
+            active.discard(frame.thing)
+            if not stack:
+                return digest
+            frame = stack.pop()
+    except _Unkeyable:
+        # What refers to an object without a fingerprint has none either.
+        for waiting in [*stack, frame]:
+            memo[waiting.thing] = None
+        raise
+
+
+def _known_digest(obj: Any, memo: dict[Any, bytes | None]) -> bytes | None:
+    """Return the digest of ``obj`` if it needs no walk: a derivation, a
+    store path or an object in ``memo``.
+
+    :raises _Unkeyable: when ``memo`` says ``obj`` has no fingerprint.
     """
     if is_derivation(obj):
         return hashlib.sha256(b"derivation\0" + obj.path.encode()).digest()
     if isinstance(obj, StorePath):
         return hashlib.sha256(b"path\0" + str(obj).encode()).digest()
-    if obj in memo:
-        cached = memo[obj]
-        if cached is None:
-            raise _Unkeyable()
-        return cached
-    compiler = compiler_for(obj)
-    if compiler is None or compiler.fingerprint is None:
-        memo[obj] = None
+    if obj not in memo:
+        return None
+    digest = memo[obj]
+    if digest is None:
         raise _Unkeyable()
+    return digest
+
+
+def _start_frame(obj: Any, memo: dict[Any, bytes | None], active: set[Any]) -> _Frame:
+    """Run the fingerprint procedure of ``obj`` and add it to ``active``,
+    the objects whose data is taken but not packed yet.
+
+    :raises _Unkeyable: when ``obj`` or an object it refers to has no
+        fingerprint (``obj`` is then recorded as such).
+    """
+    waiting: dict[Any, _Pending] = {}
+
+    def fingerprint_of(other: Any) -> Any:
+        known = _known_digest(other, memo)
+        if known is not None:
+            return known
+        if other in active or other == obj:
+            raise LoweringError(obj, "it refers to itself", "break the cycle")
+        return waiting.setdefault(other, _Pending(other))
+
     try:
-        data = compiler.fingerprint(obj, lambda other: _fingerprint(other, memo))
+        compiler = compiler_for(obj)
+        if compiler is None or compiler.fingerprint is None:
+            raise _Unkeyable()
+        data = compiler.fingerprint(obj, fingerprint_of)
     except _Unkeyable:
         memo[obj] = None
         raise
+    active.add(obj)
+    return _Frame(obj, data, list(reversed(waiting)))
+
+
+def _digest(obj: Any, data: Any, memo: dict[Any, bytes | None]) -> bytes:
+    """Return the sha256 of the msgpack of ``obj``'s type name and ``data``."""
     kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
-    memo[obj] = digest = hashlib.sha256(
-        msgpack.packb([kind, data], use_bin_type=True)
-    ).digest()
-    return digest
+    digest = hashlib.sha256()
+    for chunk in _packed([kind, data], memo):
+        digest.update(chunk)
+    return digest.digest()
+
+
+def _packed(data: Any, memo: dict[Any, bytes | None]) -> Iterator[bytes]:
+    """Yield the bytes of ``msgpack.packb(data, use_bin_type=True)``, each
+    :class:`_Pending` mark packed as the digest in ``memo``, with no limit on
+    nesting (the packer's is 511 levels, and fingerprints of nested gexps
+    go deeper): containers are written here, from an explicit stack, and
+    the packer writes the rest."""
+    packer = msgpack.Packer(use_bin_type=True)
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list | tuple):
+            yield _header(len(item), 0x90, 0xDC)
+            stack.extend(reversed(item))
+        elif isinstance(item, dict):
+            yield _header(len(item), 0x80, 0xDE)
+            for key, value in reversed(list(item.items())):
+                stack += [value, key]
+        elif isinstance(item, _Pending):
+            yield packer.pack(memo[item.thing])
+        else:
+            yield packer.pack(item)
+
+
+def _header(length: int, fixed: int, sized: int) -> bytes:
+    """Return a msgpack array or map header: ``fixed`` holds up to 15 items
+    in its low bits, ``sized`` is followed by a 16-bit and ``sized + 1`` by a
+    32-bit count."""
+    if length < 16:
+        return bytes([fixed | length])
+    if length < 1 << 16:
+        return bytes([sized]) + length.to_bytes(2, "big")
+    return bytes([sized + 1]) + length.to_bytes(4, "big")
 
 
 def object_key(
@@ -632,6 +771,8 @@ def gexp_to_derivation(
             _builder_text(name, lowered).encode(),
             sorted(sources),
         )
+        modulo = _session(state.store).modulo
+        _hash_inputs(state.store, modulo, [drv for drv, _ in inputs.values()])
         return derivation(
             state.store,
             name,
@@ -652,9 +793,37 @@ def gexp_to_derivation(
             substitutable=substitutable,
             leaked_env_vars=leaked_env_vars,
             properties=properties,
+            cache=modulo,
         )
 
     return _batch(make())
+
+
+def _hash_inputs(store: Any, cache: ModuloCache, drvs: Iterable[Derivation]) -> None:
+    """Put in ``cache`` the hash modulo of ``drvs`` and of every derivation
+    they depend on, each after its inputs, from an explicit stack.
+
+    ``hash_derivation_modulo`` finds the hashes of its inputs by recursion,
+    one level per derivation: called on a chain of thousands read back
+    from the store (a cached lowering's result), it would exhaust Python's
+    stack.  Done in this order, each call finds its inputs' hashes cached.
+    XXX: belongs in ``derivations.hashing``, which could then drop this.
+    """
+    resolve = functools.partial(read_derivation, store)
+    stack = [(drv, False) for drv in drvs]
+    while stack:
+        drv, expanded = stack.pop()
+        if drv.path in cache.hashes:
+            continue
+        if expanded:
+            cache.hashes[drv.path] = hash_derivation_modulo(drv, resolve, False, cache)
+            continue
+        stack.append((drv, True))
+        stack.extend(
+            (resolve(path), False)
+            for path in drv.input_derivations
+            if path not in cache.hashes
+        )
 
 
 # ---------------------------------------------------------------------------
