@@ -91,9 +91,37 @@ def _input_hash(
     ``pathDerivationModulo``), memoised."""
     found = cache.hashes.get(path)
     if found is None:
-        found = hash_derivation_modulo(resolve(path), resolve, False, cache)
-        cache.hashes[path] = found
+        _hash_closure(path, resolve, cache)
+        found = cache.hashes[path]
     return found
+
+
+def _hash_closure(path: str, resolve: Resolver, cache: ModuloCache) -> None:
+    """Put in ``cache`` the hash modulo of ``path`` and of the derivations
+    it depends on that are not there yet, each after its inputs.
+
+    An explicit stack, not recursion: a chain of thousands of derivations
+    would exhaust Python's.  Each hash is then computed with its inputs'
+    hashes already cached, so :func:`hash_derivation_modulo` does not
+    come back here.
+    """
+    stack: list[tuple[str, Derivation | None]] = [(path, None)]
+    while stack:
+        current, drv = stack.pop()
+        if current in cache.hashes:
+            continue
+
+        if drv is None:
+            drv = resolve(current)
+            stack.append((current, drv))
+            stack.extend(
+                (input_path, None)
+                for input_path in drv.input_derivations
+                if input_path not in cache.hashes
+            )
+            continue
+
+        cache.hashes[current] = hash_derivation_modulo(drv, resolve, False, cache)
 
 
 def _replaced_inputs(

@@ -79,7 +79,6 @@ from derivations.gexp import (
     gexp_text,
     is_derivation,
 )
-from derivations.hashing import ModuloCache, hash_derivation_modulo
 from derivations.lowering_cache import CacheStats, LoweringCache, note_dependency
 from derivations.modules import (
     PROJECT_ROOT,
@@ -185,8 +184,6 @@ class _Session:
     # XXX: fingerprints are memoised for the store's lifetime, so a local
     # file edited meanwhile keeps its old key, as Guix's add-to-store cache.
     fingerprints: dict[Any, bytes | None] = field(default_factory=dict)
-    modulo: ModuloCache = field(default_factory=ModuloCache)
-    """Hashes modulo of the input derivations met (see :func:`_hash_inputs`)."""
 
 
 _SESSIONS: weakref.WeakKeyDictionary[Any, _Session] = weakref.WeakKeyDictionary()
@@ -771,8 +768,6 @@ def gexp_to_derivation(
             _builder_text(name, lowered).encode(),
             sorted(sources),
         )
-        modulo = _session(state.store).modulo
-        _hash_inputs(state.store, modulo, [drv for drv, _ in inputs.values()])
         return derivation(
             state.store,
             name,
@@ -793,37 +788,9 @@ def gexp_to_derivation(
             substitutable=substitutable,
             leaked_env_vars=leaked_env_vars,
             properties=properties,
-            cache=modulo,
         )
 
     return _batch(make())
-
-
-def _hash_inputs(store: Any, cache: ModuloCache, drvs: Iterable[Derivation]) -> None:
-    """Put in ``cache`` the hash modulo of ``drvs`` and of every derivation
-    they depend on, each after its inputs, from an explicit stack.
-
-    ``hash_derivation_modulo`` finds the hashes of its inputs by recursion,
-    one level per derivation: called on a chain of thousands read back
-    from the store (a cached lowering's result), it would exhaust Python's
-    stack.  Done in this order, each call finds its inputs' hashes cached.
-    XXX: belongs in ``derivations.hashing``, which could then drop this.
-    """
-    resolve = functools.partial(read_derivation, store)
-    stack = [(drv, False) for drv in drvs]
-    while stack:
-        drv, expanded = stack.pop()
-        if drv.path in cache.hashes:
-            continue
-        if expanded:
-            cache.hashes[drv.path] = hash_derivation_modulo(drv, resolve, False, cache)
-            continue
-        stack.append((drv, True))
-        stack.extend(
-            (resolve(path), False)
-            for path in drv.input_derivations
-            if path not in cache.hashes
-        )
 
 
 # ---------------------------------------------------------------------------

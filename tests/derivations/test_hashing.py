@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from derivations.create import make_derivation
 from derivations.derivation import Derivation, DerivationError
 from derivations.hashing import (
     ModuloCache,
@@ -130,3 +131,32 @@ def test_fixed_output_hash_ignores_the_written_path(golden: Any) -> None:
     masked = without_output_paths(drv)
     masked = dataclasses.replace(masked, path="")
     assert hash_derivation_modulo(masked, resolve, True, store_dir=S) == expected
+
+
+def test_a_long_chain_is_hashed_with_an_empty_cache() -> None:
+    # Hashing a derivation needs its inputs' hashes, theirs, and so on: a
+    # chain thousands long must not need as many nested calls.
+    drvs: dict[str, Derivation] = {}
+    previous: str | None = None
+    building = ModuloCache()
+    for index in range(3000):
+        drv, _ = make_derivation(
+            S,
+            f"link-{index}",
+            "/bin/sh",
+            inputs={previous: ["out"]} if previous else {},
+            resolve=drvs.__getitem__,
+            cache=building,
+        )
+        assert drv.path is not None
+        drvs[drv.path] = drv
+        previous = drv.path
+
+    assert previous is not None
+    top = drvs[previous]
+    fresh = ModuloCache()
+    resolve = drvs.__getitem__
+    expected = hash_derivation_modulo(top, resolve, False, building)
+    assert hash_derivation_modulo(top, resolve, False, fresh) == expected
+    assert len(fresh) == 2999
+    check_output_paths(top, S, resolve, ModuloCache())
