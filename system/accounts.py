@@ -2,25 +2,34 @@
 files they give.
 
 Mirrors Guix's ``gnu/system/accounts.scm`` (the records) and the id
-allocation of ``gnu/build/accounts.scm``, done here when the system is
-described rather than when it is activated, so that the files are plain
-data of the system: accounts with no id get the smallest free one from
-1000 up, system accounts the largest free one from 999 down.
+allocation of ``gnu/build/accounts.scm``.  As in Guix, the ids that count
+are allocated when the system is activated, from the declarations and the
+files already there (:func:`system.activation.activate_accounts`): accounts
+keep the ids they had, new ones get the next free id.  Describing a system
+allocates too, with the same procedure over empty files, which is what a
+system activated for the first time gets: accounts with no id get the next
+free one from 1000 up, system accounts from 999 down.
 
 File formats (one line per entry, fields separated by ``:``)::
 
     passwd  NAME:x:UID:GID:COMMENT:HOME:SHELL
     group   NAME:x:GID:MEMBER,MEMBER,...
-    shadow  NAME:PASSWORD:0:0:99999:7:::     (PASSWORD "!" when locked)
+    shadow  NAME:PASSWORD:LASTCHANGE:0:99999:7:::   (PASSWORD "!" when locked)
+
+The declarations given to activation (``declaration=True``) have the same
+formats but for ids: an allocated ``UID`` or ``GID`` is empty, or
+``system`` for a system account; a user's ``GID`` is its group's name when
+the group's id is allocated; ``LASTCHANGE`` is empty (the activation day).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from store.errors import PyguixError
+from system.activation import NoFreeIdError, allocate_ids
 
 __all__ = [
     "BASE_GROUPS",
@@ -35,10 +44,6 @@ __all__ = [
     "passwd_text",
     "shadow_text",
 ]
-
-_ID_MIN = 1000
-_SYSTEM_ID_MAX = 999
-_SYSTEM_ID_MIN = 1
 
 T = TypeVar("T", "UserAccount", "UserGroup")
 
@@ -66,6 +71,7 @@ class UserGroup:
     """Whether it is a system group (ids allocated below 1000)."""
 
     password: str | None = None
+    """Its password field (``x`` when ``None``), for a new group only."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,8 @@ class UserAccount:
     """Whether it is a system account (ids allocated below 1000)."""
 
     password: str | None = None
-    """A crypt(3) hash, or ``None`` for a locked password."""
+    """A crypt(3) hash, or ``None`` for a locked password: the initial
+    password only, as an account that exists keeps the one it has."""
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -155,12 +162,18 @@ class Accounts:
 
     groups: tuple[UserGroup, ...]
     users: tuple[UserAccount, ...]
+    allocated_gids: frozenset[str] = frozenset()
+    """The names of the groups whose gid was allocated, not declared."""
+
+    allocated_uids: frozenset[str] = frozenset()
+    """The names of the users whose uid was allocated, not declared."""
 
 
 def allocate_accounts(
     users: Iterable[UserAccount], groups: Iterable[UserGroup]
 ) -> Accounts:
-    """Return ``users`` and ``groups`` with ids given to those without one.
+    """Return ``users`` and ``groups`` with ids given to those without one,
+    as activation gives them on a system with no accounts yet.
 
     The first occurrence of a name wins, as later ones would shadow it.
 
@@ -169,18 +182,22 @@ def allocate_accounts(
     """
     group_list = _first_of_each(groups)
     user_list = _first_of_each(users)
-    allocated_groups = _allocate(group_list, lambda g: g.id, _with_gid, "group")
-    by_name = {group.name: group for group in allocated_groups}
-    for user in user_list:
-        for name in (user.group, *user.supplementary_groups):
-            if name not in by_name:
-                raise AccountError(
-                    user.name,
-                    f"user '{user.name}' belongs to group '{name}', which is not declared",
-                    "add a UserGroup of that name to the groups",
-                )
-    allocated_users = _allocate(user_list, lambda u: u.uid, _with_uid, "user")
-    return Accounts(tuple(allocated_groups), tuple(allocated_users))
+    _check_ids([(group.name, group.id) for group in group_list], "group")
+    _check_groups(user_list, {group.name for group in group_list})
+    _check_ids([(user.name, user.uid) for user in user_list], "user")
+
+    gids = _allocate([(group.name, group.id, group.system) for group in group_list])
+    uids = _allocate([(user.name, user.uid, user.system) for user in user_list])
+    return Accounts(
+        tuple(
+            replace(group, id=gid) for group, gid in zip(group_list, gids, strict=True)
+        ),
+        tuple(
+            replace(user, uid=uid) for user, uid in zip(user_list, uids, strict=True)
+        ),
+        frozenset(group.name for group in group_list if group.id is None),
+        frozenset(user.name for user in user_list if user.uid is None),
+    )
 
 
 def _first_of_each(items: Iterable[T]) -> list[T]:
@@ -194,70 +211,64 @@ def _first_of_each(items: Iterable[T]) -> list[T]:
     return result
 
 
-def _allocate(
-    items: Sequence[T],
-    get: Callable[[T], int | None],
-    with_id: Callable[[T, int], T],
-    what: str,
-) -> list[T]:
-    """Give each item without an id the next free one."""
+def _check_ids(entries: Iterable[tuple[str, int | None]], what: str) -> None:
+    """Reject two ``(name, id)`` entries declaring the same id."""
     taken: dict[int, str] = {}
-    for item in items:
-        number = get(item)
+    for name, number in entries:
         if number is None:
             continue
         if number in taken:
             raise AccountError(
-                item.name,
-                f"{what} '{item.name}' has id {number}, already used by '{taken[number]}'",
+                name,
+                f"{what} '{name}' has id {number}, already used by '{taken[number]}'",
                 "give each account its own id",
             )
-        taken[number] = item.name
-    result: list[T] = []
-    for item in items:
-        if get(item) is None:
-            number = _free_id(taken, item.system)
-            taken[number] = item.name
-            item = with_id(item, number)
-        result.append(item)
-    return result
+        taken[number] = name
 
 
-def _free_id(taken: dict[int, str], system: bool) -> int:
-    """Return the smallest free id from 1000, or the largest below 1000."""
-    if system:
-        candidates: Iterable[int] = range(_SYSTEM_ID_MAX, _SYSTEM_ID_MIN - 1, -1)
-    else:
-        candidates = range(_ID_MIN, 60001)
-    for number in candidates:
-        if number not in taken:
-            return number
-    raise AccountError("", "no free id is left for an account", None)
+def _check_groups(users: Iterable[UserAccount], groups: set[str]) -> None:
+    """Reject a user belonging to a group not in ``groups``."""
+    for user in users:
+        for name in (user.group, *user.supplementary_groups):
+            if name not in groups:
+                raise AccountError(
+                    user.name,
+                    f"user '{user.name}' belongs to group '{name}', which is not declared",
+                    "add a UserGroup of that name to the groups",
+                )
 
 
-def _with_uid(user: UserAccount, number: int) -> UserAccount:
-    """Return ``user`` with its uid set."""
-    return replace(user, uid=number)
+def _allocate(requests: Sequence[tuple[str, int | None, bool]]) -> list[int]:
+    """Return the ids of ``(name, id, system?)`` requests over no accounts."""
+    try:
+        return allocate_ids(requests)
+    except NoFreeIdError as error:
+        name = next(name for name, number, _ in requests if number is None)
+        raise AccountError(name, str(error), "declare fewer accounts") from None
 
 
-def _with_gid(group: UserGroup, number: int) -> UserGroup:
-    """Return ``group`` with its gid set."""
-    return replace(group, id=number)
-
-
-def passwd_text(accounts: Accounts) -> str:
-    """Return the ``/etc/passwd`` of ``accounts``."""
-    gids = {group.name: group.id for group in accounts.groups}
-    lines = [
-        f"{user.name}:x:{user.uid}:{gids[user.group]}:{user.comment}:{user.home}:{user.shell}"
-        for user in accounts.users
-    ]
+def passwd_text(accounts: Accounts, declaration: bool = False) -> str:
+    """Return the ``/etc/passwd`` of ``accounts``, or with ``declaration``
+    its declaration (allocated ids left to activation)."""
+    groups = {group.name: group for group in accounts.groups}
+    lines = []
+    for user in accounts.users:
+        uid = f"{user.uid}"
+        gid = f"{groups[user.group].id}"
+        if declaration and user.name in accounts.allocated_uids:
+            uid = _allocated_field(user.system)
+        if declaration and user.group in accounts.allocated_gids:
+            gid = user.group
+        lines.append(
+            f"{user.name}:x:{uid}:{gid}:{user.comment}:{user.home}:{user.shell}"
+        )
     return "".join(line + "\n" for line in lines)
 
 
-def group_text(accounts: Accounts) -> str:
-    """Return the ``/etc/group`` of ``accounts``: members are the users
-    having the group as a supplementary group."""
+def group_text(accounts: Accounts, declaration: bool = False) -> str:
+    """Return the ``/etc/group`` of ``accounts``, or with ``declaration``
+    its declaration: members are the users having the group as a
+    supplementary group."""
     lines = []
     for group in accounts.groups:
         members = [
@@ -265,13 +276,23 @@ def group_text(accounts: Accounts) -> str:
             for user in accounts.users
             if group.name in user.supplementary_groups
         ]
-        lines.append(f"{group.name}:x:{group.id}:{','.join(members)}")
+        gid = f"{group.id}"
+        if declaration and group.name in accounts.allocated_gids:
+            gid = _allocated_field(group.system)
+        password = group.password or "x"
+        lines.append(f"{group.name}:{password}:{gid}:{','.join(members)}")
     return "".join(line + "\n" for line in lines)
 
 
+def _allocated_field(system: bool) -> str:
+    """Return the id field declaring an id to allocate."""
+    return "system" if system else ""
+
+
 def shadow_text(accounts: Accounts) -> str:
-    """Return the ``/etc/shadow`` of ``accounts``."""
+    """Return the declaration of ``/etc/shadow`` of ``accounts``: activation
+    sets the date of the last change of new entries, and keeps old ones."""
     lines = [
-        f"{user.name}:{user.password or '!'}:0:0:99999:7:::" for user in accounts.users
+        f"{user.name}:{user.password or '!'}::0:99999:7:::" for user in accounts.users
     ]
     return "".join(line + "\n" for line in lines)

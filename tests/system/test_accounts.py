@@ -43,7 +43,47 @@ def test_passwd_group_shadow_text() -> None:
     assert group_text(accounts) == (
         "root:x:0:\nusers:x:100:\nwheel:x:999:alice\naudio:x:998:alice\nnogroup:x:65534:\n"
     )
-    assert shadow_text(accounts).splitlines()[1] == "alice:!:0:0:99999:7:::"
+    assert shadow_text(accounts).splitlines()[1] == "alice:!::0:99999:7:::"
+
+
+def test_declaration_leaves_allocated_ids_to_activation() -> None:
+    users = [
+        ROOT_ACCOUNT,
+        UserAccount("alice", group="staff", supplementary_groups=("wheel",)),
+        UserAccount("daemon", group="nogroup", system=True, password="$6$x"),
+    ]
+    groups = [
+        UserGroup("root", 0),
+        UserGroup("staff"),
+        UserGroup("wheel", system=True, password="!"),
+        UserGroup("nogroup", 65534, system=True),
+    ]
+    accounts = allocate_accounts(users, groups)
+    assert accounts.allocated_uids == {"alice", "daemon"}
+    assert accounts.allocated_gids == {"staff", "wheel"}
+    assert passwd_text(accounts, declaration=True) == (
+        "root:x:0:0:System administrator:/root:/bin/sh\n"
+        "alice:x::staff::/home/alice:/bin/sh\n"
+        "daemon:x:system:65534::/home/daemon:/bin/sh\n"
+    )
+    assert group_text(accounts, declaration=True) == (
+        "root:x:0:\nstaff:x::\nwheel:!:system:alice\nnogroup:x:65534:\n"
+    )
+    assert passwd_text(accounts).splitlines()[1] == (
+        "alice:x:1000:1000::/home/alice:/bin/sh"
+    )
+    assert shadow_text(accounts).splitlines()[2] == "daemon:$6$x::0:99999:7:::"
+
+
+def test_allocation_follows_guix_cursor() -> None:
+    # A fixed id in the users' range moves the search past it, as Guix's
+    # allocate-passwd does; ids below stay free for later.
+    accounts = allocate_accounts(
+        [UserAccount("bob", uid=1042), UserAccount("alice")], BASE_GROUPS
+    )
+    assert [u.uid for u in accounts.users] == [1042, 1043]
+    groups = {g.name: g.id for g in accounts.groups}
+    assert (groups["wheel"], groups["tty"], groups["kvm"]) == (999, 998, 989)
 
 
 def test_first_entry_of_a_name_wins() -> None:
@@ -58,6 +98,12 @@ def test_duplicate_id() -> None:
         allocate_accounts(
             [UserAccount("a", uid=1000), UserAccount("b", uid=1000)], BASE_GROUPS
         )
+
+
+def test_ids_run_out() -> None:
+    groups = [UserGroup(f"g{n}", system=True) for n in range(901)]
+    with pytest.raises(AccountError, match="no free id is left from 100 to 999"):
+        allocate_accounts([], groups)
 
 
 def test_undeclared_group() -> None:
