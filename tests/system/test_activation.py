@@ -299,3 +299,22 @@ def test_allocate_ids() -> None:
         activation.allocate_ids(
             [("x", None, True)], [(str(n), n) for n in range(100, 1000)]
         )
+
+
+def test_numeric_declaration_keeps_passwords(tmp_path: Path) -> None:
+    # Every id a number, as when the system description allocated them all:
+    # the ids are taken as fixed, the shadow entries are still kept.
+    accounts = allocate_accounts([ROOT_ACCOUNT, UserAccount("alice")], GROUPS)
+    texts = (passwd_text(accounts), group_text(accounts), shadow_text(accounts))
+    root = tmp_path / "etc"
+    activation.activate_accounts(*texts, [], str(root), today=1)
+    shadow = root / "shadow"
+    shadow.write_text(shadow.read_text().replace("alice:!:1:", "alice:$6$s:2:"))
+
+    activation.activate_accounts(*texts, [], str(root), today=3)
+
+    assert shadow.read_text().splitlines() == [
+        "root:!:1:0:99999:7:::",
+        "alice:$6$s:2:0:99999:7:::",
+    ]
+    assert (root / "passwd").read_text() == passwd_text(accounts)
