@@ -54,12 +54,40 @@ caller's ids, and files in the tmpfs are created with ids mapped in the new
 namespace (the kernel refuses, ``EOVERFLOW``, to create files for an
 unmapped owner).
 
+Locked mounts
+-------------
+
+With ``lock_mounts`` (Guix's ``#:lock-mounts?``, on by default in
+:func:`call_with_container` as in Guix, and so for ``guix shell
+--container``; Guix's ``container-script``, the ``run-container`` of
+``guix system container``, turns it off), once the root is assembled a
+fourth process, the *locker*, joins the container's user and mount
+namespaces and unshares a *nested* user namespace and a mount namespace;
+the init maps the nested namespace's ids to the same ids (each range the
+container has, from itself to itself) and joins the locker's mount
+namespace.  The helper forks the locker before it unshares anything, so
+that the locker takes no PID in the container.  A mount namespace copied into one owned by a less
+privileged user namespace has its mounts locked (mount_namespaces(7),
+user_namespaces(7)): none of them can be unmounted or moved to reveal what
+lies under it (``EINVAL``), and a remount cannot clear their read-only,
+``nosuid``, ``nodev``, ``noexec`` or atime flags (``EPERM``), even for root
+in the container, even for a process entering it later.
+
+Unlike Guix, whose payload runs in the nested user namespace, the payload
+stays in the container's user namespace and only its mount namespace is
+the nested one's: the kernel enforces the locks whatever the user namespace
+of the caller, so the mounts are just as locked, while root in the
+container keeps its rights over the UTS, network, IPC and PID namespaces,
+which the nested user namespace does not own (a payload inside it could
+neither set the host name nor mount a new ``/proc``).  Ids are unchanged
+(``/proc/self/uid_map`` shows the container's map), and
+:func:`container_excursion` joins the container's user namespace, which
+has the rights over every namespace of the container, the mount namespace
+included, as before.
+
 Note: this module imports only :mod:`builders.linux` and
 :mod:`store.errors`, so that the module closure a ``run-container`` script
 carries into the store stays small; keep it so.
-
-TODO: Guix's ``lock-mounts?`` (a second user namespace making the mounts
-unchangeable from inside) is not done; system containers turn it off anyway.
 """
 
 from __future__ import annotations
@@ -167,6 +195,7 @@ class Plan:
     hostname: str | None = None
     loopback: bool = True
     writable_root: bool = True
+    lock_mounts: bool = False
     mount_sys: bool = False
     console: bool = False
     child_is_pid1: bool = True
@@ -468,6 +497,7 @@ def _helper_main(plan: Plan, parent: int, report: int, go: int) -> NoReturn:
             # /proc/PID of a process that is not dumpable (the caller changed
             # ids) belongs to root: the caller could not write the id maps.
             linux.set_dumpable(True)
+        locker = _start_locker() if _locks(plan) else None
         linux.unshare(plan.flags)
         _send(report, {"unshared": True})
         if os.read(go, 1) != b"g":
@@ -477,8 +507,10 @@ def _helper_main(plan: Plan, parent: int, report: int, go: int) -> NoReturn:
         pid = os.fork()
         if pid == 0:
             os.close(alive_write)
-            _init_main(plan, report, alive_read)
+            _init_main(plan, report, alive_read, locker)
         os.close(alive_read)
+        if locker is not None:
+            locker.close()
         _send(report, {"pid": pid})
         # While the init assembles the root: loopback up, in the same
         # network namespace, then let the init go on to its payload.
@@ -488,6 +520,8 @@ def _helper_main(plan: Plan, parent: int, report: int, go: int) -> NoReturn:
         for fd in set(plan.stdio):
             if fd is not None and fd > 2:
                 os.close(fd)
+        if locker is not None:
+            os.waitpid(locker.pid, 0)
         _, status = os.waitpid(pid, 0)
         _send(report, {"status": status})
         # The status is the last word: the caller need not wait for the
@@ -523,13 +557,16 @@ def _max_fd() -> int:
 # The init process: PID 1 of the new PID namespace
 
 
-def _init_main(plan: Plan, report: int, helper_alive: int) -> NoReturn:
+def _init_main(
+    plan: Plan, report: int, helper_alive: int, locker: Locker | None
+) -> NoReturn:
     """Assemble the root, drop privileges and run the payload.
 
     ``helper_alive`` is a pipe only the helper writes to: one byte once it
     has brought the loopback interface up, which the init waits for before
     it reports ``ready``; at end of file the helper died (maybe before the
-    parent-death signal was armed) and the init quits.
+    parent-death signal was armed) and the init quits.  ``locker`` is the
+    process that makes the locked mount namespace, if the mounts are locked.
     """
     try:
         for signum in (
@@ -546,6 +583,8 @@ def _init_main(plan: Plan, report: int, helper_alive: int) -> NoReturn:
         _take_ids(plan)
         _assemble_root(plan, sources)
         _enter_root(plan)
+        if locker is not None:
+            _lock_mounts(plan, locker)
         _configure(plan)
         if os.read(helper_alive, 1) != b"u":
             os._exit(2)
@@ -739,6 +778,120 @@ def _enter_root(plan: Plan) -> None:
         linux.mount(None, "/", None, linux.MS_REMOUNT | linux.MS_BIND | flags)
 
 
+def _locks(plan: Plan) -> bool:
+    """Tell whether to lock the mounts: asked, with user and mount namespaces.
+
+    Guix, too, locks only when it makes both namespaces.
+    """
+    return plan.lock_mounts and {"user", "mnt"} <= plan.namespaces
+
+
+@dataclass(frozen=True)
+class Locker:
+    """The process that makes the locked mount namespace, seen from the init.
+
+    The helper forks it before it unshares anything, so that it takes no
+    PID in the container: the payload is PID 1, or 2 behind an init, as
+    without locks.  It is seen in the host's ``/proc`` only, which the init
+    reaches through :attr:`proc`.
+    """
+
+    pid: int
+    """Its PID in the caller's PID namespace."""
+    request: int
+    """Where the init writes ``l`` once the root is ready; closed once joined."""
+    answer: int
+    """Where it says it has unshared, or its error."""
+    proc: int
+    """An ``O_PATH`` descriptor of the host's ``/proc``, where it is seen."""
+
+    def close(self) -> None:
+        """Close the descriptors, in a process that does not use them."""
+        for fd in (self.request, self.answer, self.proc):
+            os.close(fd)
+
+
+def _start_locker() -> Locker:
+    """Fork the locker, still in the caller's namespaces; return it."""
+    request_read, request_write = os.pipe2(os.O_CLOEXEC)
+    answer_read, answer_write = os.pipe2(os.O_CLOEXEC)
+    proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        _locker_main(request_read, answer_write)
+    os.close(request_read)
+    os.close(answer_write)
+    return Locker(pid, request_write, answer_read, proc)
+
+
+def _locker_main(request: int, answer: int) -> NoReturn:
+    """Join the helper's user and mount namespaces, then unshare nested ones.
+
+    Waits for the init's request, which comes once the root is assembled;
+    holds the nested namespaces until the init has joined the mount
+    namespace (end of file on ``request``).
+    """
+    try:
+        _close_fds_except({request, answer})
+        linux.set_parent_death_signal(signal.SIGKILL)
+        if os.read(request, 1) != b"l":
+            os._exit(0)
+        helper = os.getppid()
+        for name in ("user", "mnt"):
+            fd = os.open(f"/proc/{helper}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            linux.setns(fd, linux.NAMESPACE_FLAGS[name])
+            os.close(fd)
+            if name == "user":
+                # Own the nested namespace as the container's root, so that
+                # the init may write its maps even with subordinate ids.
+                _become_root_if_mapped()
+                linux.set_dumpable(True)
+        linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
+        linux.set_dumpable(True)
+        _send(answer, {"unshared": True})
+    except BaseException as error:  # noqa: BLE001 - reported to the init
+        _send(answer, error_message(error))
+        os._exit(3)
+    os.read(request, 1)
+    os._exit(0)
+
+
+def _lock_mounts(plan: Plan, locker: Locker) -> None:
+    """Move into a copy of the mount namespace owned by a nested user namespace.
+
+    The copy's mounts are locked (see the module docstring).  The init,
+    privileged in the container's user namespace, maps the nested one's ids
+    to themselves and joins the locker's mount namespace; then the locker
+    may exit.
+    """
+    reader = MessageReader(locker.answer)
+    try:
+        os.write(locker.request, b"l")
+        _expect(reader.next(), "unshared", ContainerError)
+        uid_map, gid_map = _identity_map(plan.uid_map), _identity_map(plan.gid_map)
+        where = f"/proc/self/fd/{locker.proc}"
+        linux.write_id_maps(locker.pid, uid_map, gid_map, False, proc=where)
+        fd = os.open(f"{where}/{locker.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            linux.setns(fd, linux.CLONE_NEWNS)
+        finally:
+            os.close(fd)
+    finally:
+        locker.close()
+
+
+def _identity_map(id_map: str) -> str:
+    """Return the map of a nested namespace keeping the ids of ``id_map``.
+
+    Each ``INSIDE OUTSIDE COUNT`` line becomes ``INSIDE INSIDE COUNT``.
+    """
+    lines = []
+    for line in id_map.splitlines():
+        inside, _outside, count = line.split()
+        lines.append(f"{inside} {inside} {count}")
+    return "\n".join(lines)
+
+
 def _configure(plan: Plan) -> None:
     """Set the host name, switch ids, and the process state.
 
@@ -843,6 +996,7 @@ def call_with_container(
     pid_files: Sequence[str] = (),
     relayed_signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
     writable_root: bool = True,
+    lock_mounts: bool = True,
     loopback: bool = True,
     child_is_pid1: bool = True,
     process_spawned_hook: Callable[[int], None] | None = None,
@@ -872,6 +1026,10 @@ def call_with_container(
     :param relayed_signals: signals the caller forwards to the container's
         PID 1 while it waits (only from the main thread).
     :param writable_root: False remounts the root read-only after setup.
+    :param lock_mounts: lock the mounts, so that nothing in the container
+        can unmount one or clear its read-only flag (see the module
+        docstring); as Guix, on by default, and ignored without the
+        ``user`` namespace.  Guix's system containers pass False.
     :param loopback: bring ``lo`` up in a private network namespace.
     :param child_is_pid1: run ``command`` as PID 1, which must then handle
         signals and reap orphans itself (an init does; note that PID 1 dies
@@ -898,6 +1056,7 @@ def call_with_container(
         hostname=hostname,
         loopback=loopback,
         writable_root=writable_root,
+        lock_mounts=lock_mounts,
         mount_sys=True,
         console=True,
         child_is_pid1=child_is_pid1,

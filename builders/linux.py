@@ -428,17 +428,21 @@ def bind_flags_of(fd_or_path: int | str) -> int:
     return flags
 
 
-def write_id_maps(pid: int, uid_map: str, gid_map: str, deny_setgroups: bool) -> None:
+def write_id_maps(
+    pid: int, uid_map: str, gid_map: str, deny_setgroups: bool, proc: str = "/proc"
+) -> None:
     """Write the uid and gid maps of the user namespace of process ``pid``.
 
     :param uid_map: lines ``"INSIDE OUTSIDE COUNT"``, as user_namespaces(7).
     :param deny_setgroups: write ``deny`` to ``/proc/PID/setgroups`` first,
         which an unprivileged caller must do before writing a gid map.
+    :param proc: where a ``proc`` file system showing ``pid`` is mounted
+        (or reached, as ``/proc/self/fd/N``).
     """
     files = [("setgroups", "deny")] if deny_setgroups else []
     files += [("uid_map", uid_map), ("gid_map", gid_map)]
     for name, text in files:
-        path = f"/proc/{pid}/{name}"
+        path = f"{proc}/{pid}/{name}"
         try:
             with open(path, "w") as port:
                 port.write(text)
