@@ -246,8 +246,8 @@ def _accounts_snippet(accounts: Sequence[UserAccount | UserGroup]) -> Gexp:
     return gexp(
         "from system import activation\n"
         "activation.activate_accounts($passwd, $group, $shadow, $homes)\n",
-        passwd=passwd_text(allocated),
-        group=group_text(allocated),
+        passwd=passwd_text(allocated, declaration=True),
+        group=group_text(allocated, declaration=True),
         shadow=shadow_text(allocated),
         homes=homes,
     )

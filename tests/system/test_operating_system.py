@@ -279,7 +279,7 @@ def test_build_example_system_directory(
     assert os.path.islink(system / "profile" / "bin" / "hello")
     assert (system / "profile" / "share" / "www" / "site" / "index.html").exists()
     activate = (system / "activate").read_text()
-    assert "alice:x:1000:100:Alice:/home/alice:/bin/sh" in activate
+    assert "alice:x::100:Alice:/home/alice:/bin/sh" in activate
     spec = json.loads((system / "services.json").read_text())
     names = [entry["name"] for entry in spec["services"]]
     assert names.index("loopback") < names.index("httpd")
