@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,47 @@ def test_without_a_user_namespace_nothing_is_locked() -> None:
 
     namespaces = {"mnt", "pid", "ipc", "uts", "net"}
     assert call_with_container([], payload, namespaces=namespaces) == 0
+
+
+def test_root_keeps_its_rights_over_the_other_namespaces() -> None:
+    def payload() -> int:
+        linux.sethostname("renamed")
+        os.makedirs("/tmp/scratch")
+        linux.mount("none", "/tmp/scratch", "tmpfs", 0, "mode=0755")
+        os.makedirs("/tmp/proc")
+        flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+        linux.mount("proc", "/tmp/proc", "proc", flags)
+        ok = os.uname().nodename == "renamed" and os.path.isdir("/tmp/proc/1/ns")
+        return 0 if ok else 1
+
+    assert call_with_container([], payload) == 0
+
+
+def test_the_locker_is_gone_once_the_container_runs(tmp_path: Path) -> None:
+    children: list[list[str]] = []
+
+    def look(pid: int) -> None:
+        try:
+            with open(f"/proc/{pid}/stat") as port:
+                helper = int(port.read().rsplit(")", 1)[1].split()[1])
+            path = f"/proc/{helper}/task/{helper}/children"
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                with open(path) as port:
+                    found = port.read().split()
+                if found == [str(pid)]:
+                    break
+                time.sleep(0.01)
+            children.append(found)
+        finally:
+            (tmp_path / "stop").touch()
+
+    wait = """
+        import os, time
+        while not os.path.exists("/shared/stop"):
+            time.sleep(0.02)
+    """
+    mounts = [*PYTHON_MOUNTS, BindMount(str(tmp_path), "/shared", writable=True)]
+    status = call_with_container(mounts, python(wait), process_spawned_hook=look)
+    assert status == 0
+    assert len(children) == 1 and len(children[0]) == 1
