@@ -8,7 +8,7 @@ is the same machinery with a build's settings.
 How a container starts
 ----------------------
 
-Three processes take part::
+Three processes take part (four with locked mounts, below)::
 
     caller (P) --fork--> helper (C) --unshare(user, mnt, pid, ...)--+
                                       --fork--> init (G), PID 1 inside
