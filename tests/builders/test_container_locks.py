@@ -289,3 +289,40 @@ def test_the_locker_is_gone_once_the_container_runs(tmp_path: Path) -> None:
     status = call_with_container(mounts, python(wait), process_spawned_hook=look)
     assert status == 0
     assert len(children) == 1 and len(children[0]) == 1
+
+
+def test_a_failure_to_lock_is_a_readable_error() -> None:
+    # In a user namespace of its own whose limit of user namespaces is 1, a
+    # process can make a container's user namespace but not the nested one.
+    if os.getuid() != 0:
+        pytest.skip("only root maps a range of ids")
+    linux.preload()
+    report_read, report_write = os.pipe()
+    go_read, go_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(report_read)
+        os.close(go_write)
+        try:
+            linux.unshare(linux.CLONE_NEWUSER)
+            os.write(report_write, b"u")
+            os.read(go_read, 1)
+            with open("/proc/sys/user/max_user_namespaces", "w") as port:
+                port.write("1")
+            call_with_container([], lambda: 0)
+            os.write(report_write, b"no error")
+        except LinuxError as error:
+            os.write(report_write, f"{error.errno} {error}".encode())
+        except BaseException as error:  # noqa: BLE001
+            os.write(report_write, repr(error).encode())
+        os._exit(0)
+    os.close(report_write)
+    os.close(go_read)
+    with os.fdopen(report_read, "rb") as port:
+        assert port.read(1) == b"u"
+        linux.write_id_maps(pid, "0 0 65536", "0 0 65536", False)
+        os.write(go_write, b"g")
+        answer = port.read().decode()
+    os.close(go_write)
+    os.waitpid(pid, 0)
+    assert answer.startswith(f"{errno.ENOSPC} unshare(CLONE_NEWUSER|CLONE_NEWMNT)")
