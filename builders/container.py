@@ -66,8 +66,8 @@ namespaces and unshares a *nested* user namespace and a mount namespace;
 the init maps the nested namespace's ids to the same ids (each range the
 container has, from itself to itself) and joins the locker's mount
 namespace.  The helper forks the locker before it unshares anything, so
-that the locker takes no PID in the container.  A mount namespace copied into one owned by a less
-privileged user namespace has its mounts locked (mount_namespaces(7),
+that the locker takes no PID in the container.  A mount namespace copied
+into one owned by a less privileged user namespace has its mounts locked (mount_namespaces(7),
 user_namespaces(7)): none of them can be unmounted or moved to reveal what
 lies under it (``EINVAL``), and a remount cannot clear their read-only,
 ``nosuid``, ``nodev``, ``noexec`` or atime flags (``EPERM``), even for root

@@ -246,6 +246,8 @@ def main(argv):
             hostname=HOST_NAME,
             pid_files=options.pid_file,
             writable_root=True,
+            # Off, as Guix's container-script has it for system containers.
+            lock_mounts=False,
             process_spawned_hook=spawned,
         )
     except container.PyguixError as error:
