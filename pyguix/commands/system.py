@@ -31,6 +31,20 @@ last (so that a stray file there cannot hide an installed module).
     given to the script at run time instead of being baked in, so the same
     script serves every run; the exit status is the container's.
 
+``pyguix system extension-graph FILE``
+    writes the service extension graph (an edge from each service to each
+    service it extends, down to the ``system`` service), as
+    ``guix system extension-graph``.
+
+``pyguix system init-graph FILE`` (or ``shepherd-graph``, Guix's name)
+    writes the graph of the init services (an edge from each to those
+    providing its requirements), as ``guix system shepherd-graph``.
+
+Both write Graphviz's DOT language on standard output, or with
+``--format json`` ``{"name", "nodes": [{"id", "label"}], "edges":
+[{"from", "to"}]}``, sorted (see :mod:`system.graphs`); they build nothing
+and open no store.
+
 With ``--check``, every derivation of the closure (not only the system's
 or the script's) is rebuilt and compared with its valid outputs, as
 ``pyguix build --check`` does for the derivations it is given; the command
@@ -48,6 +62,7 @@ the script knows where the store physically is (see
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -176,6 +191,18 @@ def _source(
     return file, expression
 
 
+def _load(
+    source: tuple[str | None, str | None],
+) -> tuple[OperatingSystem, tuple[FileSystemMapping, ...]]:
+    """Return the OS of ``source`` (see :func:`_source`) and the mappings
+    of its file (none for an expression)."""
+    file, expression = source
+    if expression is not None:
+        return load_os_expression(expression), ()
+    assert file is not None
+    return load_os_file(file)
+
+
 def _evaluate(
     ctx: click.Context,
     source: tuple[str | None, str | None],
@@ -193,12 +220,7 @@ def _evaluate(
     def evaluate() -> list[tuple[str, str]]:
         from derivations.monad import run_with_store
 
-        file_mappings: tuple[FileSystemMapping, ...] = ()
-        if expression is not None:
-            os_ = load_os_expression(expression)
-        else:
-            assert file is not None
-            os_, file_mappings = load_os_file(file)
+        os_, file_mappings = _load(source)
         drv = run_with_store(store, lower(os_, file_mappings))
         return [("drv", drv.path)]
 
@@ -514,3 +536,68 @@ def _exec_script(script: str, shares: Sequence[str], exposes: Sequence[str]) -> 
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(script, argv)
+
+
+_graph_format_option = click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["dot", "json"]),
+    default="dot",
+    show_default=True,
+    help="dot for Graphviz; json for {name, nodes, edges}.",
+)
+
+
+def _write_graph(graph: Any, format_: str) -> None:
+    """Write the service graph ``graph`` on standard output as ``format_``."""
+    from system import graphs
+
+    if format_ == "dot":
+        click.echo(graphs.to_dot(graph), nl=False)
+    else:
+        click.echo(json.dumps(graphs.to_json(graph), indent=2))
+
+
+def _graph_command(name: str, builder: str, help_: str) -> click.Command:
+    """Return the command ``name`` writing the graph that the function
+    ``builder`` of :mod:`system.graphs` gives for the OS, documented by
+    ``help_`` (its first sentence is the short help)."""
+
+    @click.pass_context
+    def run(
+        ctx: click.Context,
+        file: str | None,
+        expression: str | None,
+        load_path: tuple[str, ...],
+        format_: str,
+    ) -> None:
+        from system import graphs
+
+        os_, _ = _load(_source(ctx, file, expression, load_path))
+        _write_graph(getattr(graphs, builder)(os_), format_)
+
+    return click.command(name, help=help_)(_source_arguments(_graph_format_option(run)))
+
+
+_INIT_GRAPH_HELP = """Write the graph of the init services of FILE (or -e EXPR).
+
+An edge goes from each init service to those providing what it requires."""
+
+command.add_command(
+    _graph_command(
+        "extension-graph",
+        "extension_graph",
+        """Write the service extension graph of FILE (or -e EXPR).
+
+        An edge goes from each service to each service it extends, every path
+        ending at the system service; 'dot -Tsvg' draws it.""",
+    )
+)
+command.add_command(_graph_command("init-graph", "init_graph", _INIT_GRAPH_HELP))
+command.add_command(
+    _graph_command(
+        "shepherd-graph",
+        "init_graph",
+        f"Same as init-graph, under Guix's name.\n\n{_INIT_GRAPH_HELP}",
+    )
+)
