@@ -19,7 +19,9 @@ Derivations that depend on a failed one are reported as "dependency failed".
 **Processes, not threads.** Builds run in up to ``jobs`` worker processes
 forked from this one when first needed; each opens its own database
 connection, runs one job at a time (forking the sandbox in turn) and lives
-until the realise ends, so a build costs no fork of this process.
+until the realise ends, so a build costs no fork of this process.  The
+first worker is forked before the graph is loaded: it finds the bootstrap
+interpreter's paths (an ``ldd`` run) while this process reads the graph.
 ``unshare(CLONE_NEWUSER)`` fails in a multithreaded process, and a fork
 from one is fragile, so the scheduler starts no thread: it waits on the
 workers' pipes with :mod:`selectors`, and calls a reporter's optional
@@ -209,18 +211,17 @@ def realise(
     ):
         return RealiseResult(outputs)
 
-    from builders.bootstrap import interpreter_paths
     from builders.build import BuildOptions
 
     options = BuildOptions(cores, timeout, max_silent_time, keep_failed)
-    interpreter_paths()  # once here, not once per child
     run = _Run(store, options, jobs, keep_going, reporter)
-    graph = _missing_graph(store, list(outputs))
-    # Checked: every target with --check, those built now with --rounds.
-    checked = [p for p in outputs if check or (rounds > 1 and p in graph)]
-    if reporter is not None:
-        reporter.plan(sorted(set(graph.nodes) | set(checked)))
     try:
+        run.start_first_worker()
+        graph = _missing_graph(store, list(outputs))
+        # Checked: every target with --check, those built now with --rounds.
+        checked = [p for p in outputs if check or (rounds > 1 and p in graph)]
+        if reporter is not None:
+            reporter.plan(sorted(set(graph.nodes) | set(checked)))
         run.build_graph(graph)
         if run.ok() and checked:
             run.check_targets(checked, rounds if check else rounds - 1)
@@ -358,6 +359,21 @@ class _Run:
 
     def ok(self) -> bool:
         return not self.failed and not self.not_started
+
+    def start_first_worker(self) -> None:
+        """Fork the first worker now, before the graph is loaded.
+
+        It finds the bootstrap interpreter's paths (an ``ldd`` run) and
+        imports the builders while this process loads the graph, and it is
+        forked from a smaller process, so each fork of its own costs less.
+        With more than one job, the paths are found here too, once, for the
+        workers forked later.
+        """
+        self._spawn(0)
+        if self.jobs > 1:
+            from builders.bootstrap import interpreter_paths
+
+            interpreter_paths()
 
     def build_graph(self, graph: nx.DiGraph) -> None:
         """Build every node of ``graph``, inputs first, ``jobs`` at a time."""
@@ -614,6 +630,7 @@ def _worker_main(
         store = LocalStore(
             parent_store.store_dir, parent_store.state_dir, parent_store.root
         )
+        _prepare_worker()
         reader = _FrameReader(requests)
         while (frame := reader.next()) is not None:
             _, (drv, options, rounds) = frame
@@ -622,6 +639,15 @@ def _worker_main(
         status = 1
     finally:
         os._exit(status)
+
+
+def _prepare_worker() -> None:
+    """Do in a new worker what every build needs, before its first job comes:
+    import the builders and find the interpreter's paths (cached)."""
+    import builders.build  # noqa: F401 - imported for the jobs to come
+    from builders.bootstrap import interpreter_paths
+
+    interpreter_paths()
 
 
 def _run_job(
