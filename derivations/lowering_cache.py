@@ -97,8 +97,10 @@ __all__ = [
     "CacheStats",
     "EvaluationCache",
     "cached_evaluation",
+    "cached_expression_evaluation",
     "evaluation_dependencies",
     "evaluation_key",
+    "expression_key",
     "file_signature",
     "note_dependency",
 ]
@@ -432,6 +434,26 @@ def evaluation_key(
     content = _file_digest(file)
     if content is None:
         return None
+    return _evaluation_key(
+        command, [os.path.realpath(file), content], options, store_dir
+    )
+
+
+def expression_key(
+    command: str, expression: str, options: Sequence[str], store_dir: str
+) -> bytes:
+    """Return the evaluation cache key of ``command`` run on the Python
+    expression ``expression`` with ``options``, in the current directory."""
+    subject = ["expression", expression, os.getcwd()]
+    return _evaluation_key(command, subject, options, store_dir)
+
+
+def _evaluation_key(
+    command: str, subject: list[Any], options: Sequence[str], store_dir: str
+) -> bytes:
+    """Hash what is evaluated, ``subject``, with what else may change the
+    result: ``command``, ``options``, the store, the host, the interpreter,
+    its module path and the ``PYGUIX_*`` variables."""
     host = os.uname()
     variables = sorted(
         (name, value)
@@ -443,8 +465,7 @@ def evaluation_key(
         VERSION,
         command,
         list(options),
-        os.path.realpath(file),
-        content,
+        *subject,
         store_dir,
         [host.sysname, host.machine],
         os.path.realpath(sys.executable),
@@ -574,6 +595,33 @@ def cached_evaluation(
     change while it was evaluated."""
     key = evaluation_key(command, file, options, store.store_dir)
     content = _file_digest(file)
+    return _cached(store, key, evaluate, lambda: content == _file_digest(file))
+
+
+def cached_expression_evaluation(
+    store: Any,
+    command: str,
+    expression: str,
+    options: Sequence[str],
+    evaluate: Callable[[], Result],
+) -> tuple[Result, bool]:
+    """Return what ``evaluate`` gives for ``command`` on the Python
+    expression ``expression`` with ``options``, as :func:`cached_evaluation`
+    does for a file: the modules it loads are among the files the result
+    depends on."""
+    key = expression_key(command, expression, options, store.store_dir)
+    return _cached(store, key, evaluate, lambda: True)
+
+
+def _cached(
+    store: Any,
+    key: bytes | None,
+    evaluate: Callable[[], Result],
+    unchanged: Callable[[], bool],
+) -> tuple[Result, bool]:
+    """Look ``key`` up in the evaluation cache of ``store``; on a miss,
+    run ``evaluate`` and record its result and what it read, if
+    ``unchanged()`` still holds once it is done."""
     cache = EvaluationCache(store)
     if key is not None:
         found = cache.lookup(key)
@@ -582,7 +630,7 @@ def cached_evaluation(
 
     with _recording_reads() as reads:
         result = evaluate()
-    if key is not None and content == _file_digest(file):
+    if key is not None and unchanged():
         excluded = (store.real_store_dir, store.real_state_dir)
         with contextlib.suppress(OSError):
             cache.save(key, result, evaluation_dependencies(reads, excluded))

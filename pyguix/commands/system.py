@@ -50,10 +50,11 @@ or the script's) is rebuilt and compared with its valid outputs, as
 ``pyguix build --check`` does for the derivations it is given; the command
 fails with status 104 if one differs.
 
-An unchanged OS file, with the same options, is not loaded again: the
-evaluation cache (``derivations.lowering_cache.EvaluationCache``) gives
-the derivation it lowered to, and ``-v`` says so.  An expression is
-evaluated on every run (the lowering caches still spare most of the work).
+An unchanged OS file, or the same expression run from the same directory
+with the same ``-L``, is not evaluated again while the options and every
+file the evaluation read are the same: the evaluation cache
+(``derivations.lowering_cache.EvaluationCache``) gives the derivation it
+lowered to, and ``-v`` says so.
 
 Progress goes to standard error; with a chroot store (global ``--root``)
 the script knows where the store physically is (see
@@ -72,7 +73,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from derivations.lowering_cache import cached_evaluation
+from derivations.lowering_cache import (
+    cached_evaluation,
+    cached_expression_evaluation,
+)
 from pyguix.cli import open_store
 from store.errors import PyguixError
 
@@ -225,18 +229,20 @@ def _evaluate(
         return [("drv", drv.path)]
 
     if file is None:
-        # XXX: an expression is evaluated on every run; the cache keys on files.
-        result, cached = evaluate(), False
+        assert expression is not None
+        result, cached = cached_expression_evaluation(
+            store, "system", expression, options, evaluate
+        )
     else:
         result, cached = cached_evaluation(store, "system", file, options, evaluate)
-    _report_lowering(store, file, cached)
+    _report_lowering(store, file or expression, cached)
     return store, result[0][1]
 
 
-def _report_lowering(store: Any, file: str | None, cached: bool) -> None:
+def _report_lowering(store: Any, source: str | None, cached: bool) -> None:
     """Log how many objects were lowered and how many the caches knew."""
     if cached:
-        logger.info("0 objects lowered, evaluation of '%s' from cache", file)
+        logger.info("0 objects lowered, evaluation of '%s' from cache", source)
         return
 
     from derivations.lowering import lowering_stats

@@ -163,6 +163,28 @@ def test_every_form_of_expression_gives_the_files_derivation(
     assert other != expected
 
 
+def test_an_expression_is_evaluated_again_only_when_its_module_changes(
+    root: Path, tmp_path: Path
+) -> None:
+    module = tmp_path / "cached_os.py"
+    module.write_text(TINY_MODULE)
+    arguments = ["-L", str(tmp_path), "-e", "cached_os:operating_system", "-d"]
+
+    def evaluate() -> tuple[str, bool]:
+        done = pyguix(root, "-v", "system", "container", *arguments)
+        assert done.returncode == 0, done.stderr
+        hit = "evaluation of 'cached_os:operating_system' from cache"
+        return done.stdout.strip(), hit in done.stderr
+
+    first, first_cached = evaluate()
+    again, again_cached = evaluate()
+    assert (first_cached, again_cached) == (False, True) and again == first
+
+    module.write_text(TINY_MODULE.replace('"tiny"', '"changed"'))
+    changed, changed_cached = evaluate()
+    assert not changed_cached and changed != first
+
+
 @pytest.mark.parametrize(
     ("expression", "expected"),
     [
