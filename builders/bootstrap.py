@@ -17,6 +17,13 @@ one mount each, into every sandbox, for modules that need a display, a
 terminal or a network a build never has.  Importing one inside a sandbox
 fails with ``ImportError``.
 
+Finding them takes an ``ldd`` run over some seventy files, about 0.4 s,
+so the answer is kept in a file (:data:`CACHE_FILE`, in a store's state
+directory) with the signature (``lstat`` data) of every file it was
+computed from: the interpreter, its extension modules and their directory,
+the libraries found and the loader's cache ``/etc/ld.so.cache``.  A file
+that changed, appeared or vanished, or another interpreter, makes it stale.
+
 XXX: libraries that glibc or an extension load with dlopen at run time
 (``libgcc_s`` for thread cancellation, NSS modules) are not listed; builders
 that need them must have them in their inputs.
@@ -24,13 +31,16 @@ that need them must have them in their inputs.
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import json
 import os
 import subprocess
 import sys
 import sysconfig
+import tempfile
 
 __all__ = [
+    "CACHE_FILE",
     "UNBOUND_MODULES",
     "interpreter_executable",
     "interpreter_identity",
@@ -39,6 +49,14 @@ __all__ = [
 
 #: Extension modules whose libraries are not bound into sandboxes.
 UNBOUND_MODULES = frozenset({"_tkinter", "_curses", "_curses_panel", "readline", "nis"})
+
+CACHE_FILE = ("cache", "interpreter-paths.json")
+"""The cache of :func:`interpreter_paths`, relative to a state directory."""
+
+_LOADER_CACHE = "/etc/ld.so.cache"
+
+_found: tuple[str, ...] | None = None
+"""The answer of :func:`interpreter_paths`, once known in this process."""
 
 
 def interpreter_executable() -> str:
@@ -56,23 +74,79 @@ def interpreter_identity() -> str:
     return f"{interpreter_executable()} {sys.implementation.name}-{version}"
 
 
-def interpreter_paths() -> list[str]:
+def interpreter_paths(cache_file: str | None = None) -> list[str]:
     """Return the host paths to bind read-only so the interpreter runs inside.
 
     The list is sorted, with no entry below another, so binding the entries in
-    order never hides one under the next.  The answer is computed once (one
-    ``ldd`` run over the interpreter and its extension modules) and cached.
+    order never hides one under the next.  The answer is computed once a
+    process, or read from ``cache_file`` while it is still true there, and
+    then written to it.
     """
-    return list(_interpreter_paths())
+    global _found
+    if _found is None:
+        _found = _read_cache(cache_file) if cache_file else None
+    if _found is None:
+        _found, inputs = _compute_paths()
+        if cache_file:
+            _write_cache(cache_file, _found, inputs)
+    return list(_found)
 
 
-@functools.cache
-def _interpreter_paths() -> tuple[str, ...]:
+def _compute_paths() -> tuple[tuple[str, ...], list[str]]:
+    """Return the paths to bind and the files they were found from."""
     prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)}
-    paths = set(prefixes)
-    paths.add(interpreter_executable())
-    paths.update(_linked_libraries([interpreter_executable(), *_extension_modules()]))
-    return tuple(_outermost(paths))
+    modules = _extension_modules()
+    libraries = _linked_libraries([interpreter_executable(), *modules])
+    paths = {*prefixes, interpreter_executable(), *libraries}
+    directory = sysconfig.get_config_var("DESTSHARED") or ""
+    inputs = [interpreter_executable(), directory, _LOADER_CACHE, *modules]
+    return tuple(_outermost(paths)), sorted({*inputs, *libraries})
+
+
+def _signature(path: str) -> list[int] | None:
+    """Return what tells that ``path`` changed, or ``None`` if it is absent."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return [info.st_mtime_ns, info.st_size, info.st_ino, info.st_mode]
+
+
+def _read_cache(cache_file: str) -> tuple[str, ...] | None:
+    """Return the paths recorded in ``cache_file`` if every file they were
+    found from is as it was, for this interpreter; otherwise ``None``."""
+    try:
+        with open(cache_file, encoding="utf-8") as handle:
+            record = json.load(handle)
+        if record["identity"] != interpreter_identity():
+            return None
+        for path, signature in record["inputs"].items():
+            if _signature(path) != signature:
+                return None
+        return tuple(str(path) for path in record["paths"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _write_cache(cache_file: str, paths: tuple[str, ...], inputs: list[str]) -> None:
+    """Record ``paths`` and the signatures of ``inputs`` in ``cache_file``,
+    atomically; a cache that cannot be written is no error."""
+    record = {
+        "identity": interpreter_identity(),
+        "paths": list(paths),
+        "inputs": {path: _signature(path) for path in inputs},
+    }
+    directory = os.path.dirname(cache_file)
+    with contextlib.suppress(OSError):
+        os.makedirs(directory, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                json.dump(record, stream, sort_keys=True)
+            os.rename(temporary, cache_file)
+        except BaseException:
+            os.unlink(temporary)
+            raise
 
 
 def _extension_modules() -> list[str]:

@@ -72,7 +72,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from builders.bootstrap import interpreter_paths
+from builders.bootstrap import CACHE_FILE, interpreter_paths
 from builders.build_users import BuildUserPool, pool_directory
 from builders.check import compare_outputs, format_check_report
 from builders.environment import builder_environment, files_to_pass
@@ -517,7 +517,8 @@ def _sandbox_spec(
     # The scratch directory is the store inside; inputs go read-only on top.
     mounts = [BindMount(build.scratch, store.store_dir, writable=True)]
     mounts += _input_mounts(store, build.scratch, closure)
-    mounts += [BindMount(path, path) for path in interpreter_paths()]
+    interpreter = interpreter_paths(store.state_file(*CACHE_FILE))
+    mounts += [BindMount(path, path) for path in interpreter]
     return SandboxSpec(
         command=(drv.builder, *drv.args),
         build_dir=build.build_dir,

@@ -371,9 +371,9 @@ class _Run:
         """
         self._spawn(0)
         if self.jobs > 1:
-            from builders.bootstrap import interpreter_paths
+            from builders.bootstrap import CACHE_FILE, interpreter_paths
 
-            interpreter_paths()
+            interpreter_paths(self.store.state_file(*CACHE_FILE))
 
     def build_graph(self, graph: nx.DiGraph) -> None:
         """Build every node of ``graph``, inputs first, ``jobs`` at a time."""
@@ -630,7 +630,7 @@ def _worker_main(
         store = LocalStore(
             parent_store.store_dir, parent_store.state_dir, parent_store.root
         )
-        _prepare_worker()
+        _prepare_worker(store)
         reader = _FrameReader(requests)
         while (frame := reader.next()) is not None:
             _, (drv, options, rounds) = frame
@@ -641,13 +641,13 @@ def _worker_main(
         os._exit(status)
 
 
-def _prepare_worker() -> None:
+def _prepare_worker(store: LocalStore) -> None:
     """Do in a new worker what every build needs, before its first job comes:
     import the builders and find the interpreter's paths (cached)."""
     import builders.build  # noqa: F401 - imported for the jobs to come
-    from builders.bootstrap import interpreter_paths
+    from builders.bootstrap import CACHE_FILE, interpreter_paths
 
-    interpreter_paths()
+    interpreter_paths(store.state_file(*CACHE_FILE))
 
 
 def _run_job(
