@@ -122,6 +122,9 @@ def system_rows(figures: SystemFigures) -> list[Row]:
         Row("system container: incremental / cold", figures.incremental, figures.cold,
             note=f"one leaf changed (hello's greeting): "
             f"{figures.incremental_built} derivations rebuilt"),
+        Row("system container: warm / python3 -c pass", figures.warm,
+            figures.interpreter,
+            note="the same interpreter and site packages doing nothing"),
     ]  # fmt: skip
 
 

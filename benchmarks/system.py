@@ -10,7 +10,10 @@ Each measurement is a new ``pyguix`` process, timed with its peak RSS:
 * incremental: one leaf changed: a copy of ``fixtures/os.py`` whose hello
   program prints another greeting (a new one each run), built on the warm
   store; the derivations rebuilt are counted from the build's report on
-  stderr (``built N derivations``).
+  stderr (``built N derivations``);
+* interpreter: ``python3 -c pass`` with the same interpreter and site
+  packages, the floor under any warm command, for the warm run to be read
+  against.
 
 Timings are reported, never asserted.  Usage:
 ``python3 benchmarks/system.py [--runs N]``.
@@ -47,6 +50,7 @@ class SystemFigures:
     cold: Measure
     warm: Measure
     incremental: Measure
+    interpreter: Measure
     cold_built: int
     incremental_built: int
 
@@ -78,16 +82,19 @@ def measure_system(runs: int) -> SystemFigures:
     cold: list[Sample] = []
     warm: list[Sample] = []
     incremental: list[Sample] = []
+    interpreter: list[Sample] = []
     with tempfile.TemporaryDirectory(prefix="pyguix-system-") as workdir:
         for run in range(runs):
             root = f"{workdir}/root-{run}"
             cold.append(_container(root, OS_FILE))
             warm.append(_container(root, OS_FILE))
             incremental.append(_container(root, _variant(workdir, run)))
+            interpreter.append(run_process([sys.executable, "-c", "pass"]))
     return SystemFigures(
         cold=summarise(cold),
         warm=summarise(warm),
         incremental=summarise(incremental),
+        interpreter=summarise(interpreter),
         cold_built=built_count(cold[-1].stderr),
         incremental_built=built_count(incremental[-1].stderr),
     )
@@ -99,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs of each")
     options = parser.parse_args(argv)
     figures = measure_system(options.runs)
-    for name in ("cold", "warm", "incremental"):
+    for name in ("cold", "warm", "incremental", "interpreter"):
         measure: Measure = getattr(figures, name)
         print(f"{name:<12} {measure.seconds:7.3f} s  max RSS "
               f"{measure.max_rss_kib / 1024:6.1f} MiB  ({measure.runs} runs)")  # fmt: skip
