@@ -21,7 +21,8 @@ Finding them takes an ``ldd`` run over some seventy files, about 0.4 s,
 so the answer is kept in a file (:data:`CACHE_FILE`, in a store's state
 directory) with the signature (``lstat`` data) of every file it was
 computed from: the interpreter, its extension modules and their directory,
-the libraries found and the loader's cache ``/etc/ld.so.cache``.  A file
+the libraries found and the loader's cache ``/etc/ld.so.cache``
+(:func:`user_cache_file` for programs run outside a store's commands).  A file
 that changed, appeared or vanished, or another interpreter, makes it stale.
 
 XXX: libraries that glibc or an extension load with dlopen at run time
@@ -45,6 +46,7 @@ __all__ = [
     "interpreter_executable",
     "interpreter_identity",
     "interpreter_paths",
+    "user_cache_file",
 ]
 
 #: Extension modules whose libraries are not bound into sandboxes.
@@ -90,6 +92,16 @@ def interpreter_paths(cache_file: str | None = None) -> list[str]:
         if cache_file:
             _write_cache(cache_file, _found, inputs)
     return list(_found)
+
+
+def user_cache_file() -> str | None:
+    """Return the cache file of :func:`interpreter_paths` for programs run
+    outside a store's commands (a ``run-container`` script): under
+    ``$XDG_CACHE_HOME``, or ``~/.cache``; ``None`` without a home."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    if not os.path.isabs(base):
+        return None
+    return os.path.join(base, "pyguix", CACHE_FILE[-1])
 
 
 def _compute_paths() -> tuple[tuple[str, ...], list[str]]:

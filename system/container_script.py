@@ -44,8 +44,9 @@ running the script overrides the root found (an empty value means the store
 is where its items say).
 
 The interpreter running the script, found with
-:func:`builders.bootstrap.interpreter_paths`, is bound read-only at its own
-paths, since the system's programs are scripts of that interpreter.
+:func:`builders.bootstrap.interpreter_paths` (its answer kept in the
+caller's ``~/.cache/pyguix``), is bound read-only at its own paths, since
+the system's programs are scripts of that interpreter.
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ def check_not_emptied(fs):
 def interpreter_mounts(taken):
     return [
         container.BindMount(path, path)
-        for path in bootstrap.interpreter_paths()
+        for path in bootstrap.interpreter_paths(bootstrap.user_cache_file())
         if path not in taken
     ]
 

@@ -113,3 +113,18 @@ def test_a_build_keeps_the_paths_in_its_state_directory(
     build_derivation(store, drv)
     record = json.loads(Path(store.state_file(*CACHE_FILE)).read_text())
     assert record["paths"] == interpreter_paths()
+
+
+def test_the_user_cache_follows_xdg_cache_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert bootstrap.user_cache_file() == str(tmp_path / "pyguix" / CACHE_FILE[-1])
+
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    expected = tmp_path / "home" / ".cache" / "pyguix" / CACHE_FILE[-1]
+    assert bootstrap.user_cache_file() == str(expected)
+
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    assert bootstrap.user_cache_file() is None
