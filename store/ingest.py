@@ -3,9 +3,10 @@
 These are the file-system steps of adding (Nix's ``addToStore`` from a
 path): :func:`hash_source` computes the content hash that names the item
 and the NAR hash recorded for it in one pass over the source;
-:func:`copy_tree` copies only what a NAR records (contents, symlinks, the
-executable bit); :func:`fsync_tree` flushes a new item before it is
-registered.
+:func:`copy_source` copies only what a NAR records (contents, symlinks, the
+executable bit) and hashes the NAR of what it wrote on the way, so that a
+source changing in between is caught without reading the copy again;
+:func:`fsync_tree` flushes a new item before it is registered.
 
 A single-file item given as bytes (a text) takes a shorter way:
 :func:`write_file` creates it canonical (mode ``0444``, dated 1) through one
@@ -19,17 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import stat
 
 from store import nar
-from store.canonical import CANONICAL_MTIME, UnsupportedFileError
+from store.canonical import CANONICAL_MTIME
 from store.errors import StoreError
 from store.hash import Hash
 from store.nar.grammar import MAGIC, padding, token
 
 __all__ = [
-    "copy_tree",
+    "copy_source",
     "file_nar_hash",
     "fsync",
     "fsync_tree",
@@ -100,21 +100,21 @@ def fsync(path: str) -> None:
         os.close(fd)
 
 
-def copy_tree(source: str, target: str) -> None:
-    """Copy ``source`` to ``target``: contents, symlinks and the exec bit only."""
-    info = os.lstat(source)
-    if stat.S_ISLNK(info.st_mode):
-        os.symlink(os.readlink(source), target)
-    elif stat.S_ISDIR(info.st_mode):
-        os.mkdir(target, 0o755)
-        with os.scandir(source) as entries:
-            for entry in entries:
-                copy_tree(entry.path, os.path.join(target, entry.name))
-    elif stat.S_ISREG(info.st_mode):
-        shutil.copyfile(source, target, follow_symlinks=False)
-        os.chmod(target, 0o755 if info.st_mode & stat.S_IXUSR else 0o644)
-    else:
-        raise UnsupportedFileError(source, info.st_mode)
+def copy_source(source: str, target: str) -> tuple[Hash, int]:
+    """Copy ``source`` to ``target`` (contents, symlinks and the exec bit
+    only); return the NAR hash and NAR size of the copy.
+
+    :raises NarError: when ``source`` cannot be read or holds a file a NAR
+        cannot.
+    :raises StoreError: when the copy cannot be written.
+    """
+    try:
+        return nar.copy_path(source, target)
+    except OSError as error:
+        raise StoreError(
+            f"cannot copy '{source}' into the store: {error.strerror}",
+            "check that the store's file system has room and is writable",
+        ) from None
 
 
 def hash_source(source: str, recursive: bool, algorithm: str) -> tuple[Hash, Hash, int]:

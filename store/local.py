@@ -606,7 +606,7 @@ class LocalStore:
         :raises StoreError: on a bad source, name or algorithm.
         """
         from store.hash import ALGORITHMS
-        from store.ingest import copy_tree, hash_source
+        from store.ingest import copy_source, hash_source
 
         source = os.path.abspath(source)
         name = name or os.path.basename(source.rstrip("/"))
@@ -626,7 +626,7 @@ class LocalStore:
         ca = f"fixed:{prefix}{content_hash.to_string()}"
         self._add_item(
             path,
-            lambda temp: copy_tree(source, temp),
+            lambda temp: copy_source(source, temp),
             (nar_hash, nar_size),
             frozenset(),
             ca,
@@ -636,7 +636,7 @@ class LocalStore:
     def _add_item(
         self,
         path: StorePath,
-        write: Callable[[str], None],
+        write: Callable[[str], tuple[Hash, int] | None],
         expected: tuple[Hash, int] | None,
         references: frozenset[str],
         ca: str | None,
@@ -676,12 +676,14 @@ class LocalStore:
     def _write_item(
         self,
         path: StorePath,
-        write: Callable[[str], None],
+        write: Callable[[str], tuple[Hash, int] | None],
         expected: tuple[Hash, int] | None,
     ) -> tuple[Hash, int]:
         """Write ``path`` under its temporary name, then move it into place.
 
-        The caller holds the path lock.  Returns the NAR hash and size.
+        ``write`` returns the NAR hash and size of what it wrote, or
+        ``None`` to have the written tree hashed.  The caller holds the path
+        lock.  Returns the NAR hash and size.
         """
         from store import nar
         from store.canonical import canonicalise, remove_tree
@@ -694,10 +696,10 @@ class LocalStore:
         temp = self._temp_name(path)
         remove_tree(temp)  # left by a dead process with our pid
         try:
-            write(temp)
+            written = write(temp)
             pause_point("after-write")
             canonicalise(temp)
-            nar_hash, nar_size = nar.hash_path(temp)
+            nar_hash, nar_size = written or nar.hash_path(temp)
             if expected is not None and (nar_hash, nar_size) != expected:
                 raise StoreError(
                     f"cannot add '{path}': its source changed while it was copied",

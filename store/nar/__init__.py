@@ -19,7 +19,7 @@ from store.nar.reader import (
     read_events,
 )
 from store.nar.restore import restore
-from store.nar.writer import dump, dump_bytes, hash_path
+from store.nar.writer import copy_path, dump, dump_bytes, hash_path
 
 __all__ = [
     "MAGIC",
@@ -32,6 +32,7 @@ __all__ = [
     "RegularFile",
     "Symlink",
     "copy_nar",
+    "copy_path",
     "dump",
     "dump_bytes",
     "hash_path",

@@ -10,6 +10,11 @@ contents are read in large chunks and never held whole, so a file of any
 size streams in constant memory.  :func:`hash_path` feeds a hasher directly
 from one reusable buffer, which keeps it close to the speed of ``hashlib``
 on the file contents alone.
+
+:func:`copy_path` walks the tree once to both hash its NAR and recreate it
+elsewhere (what a NAR records only: contents, symlinks, the executable
+bit), so the hash is that of the very bytes written, as when Nix restores
+an item from the dump it hashed.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 from store.hash import ALGORITHMS, Hash
 from store.nar.grammar import MAGIC, NarError, padding, token
 
-__all__ = ["dump", "dump_bytes", "hash_path"]
+__all__ = ["copy_path", "dump", "dump_bytes", "hash_path"]
 
 _CHUNK = 1 << 20
 """How many bytes of a file are read at once."""
@@ -45,12 +50,44 @@ _ENDS = [padding(size) + _CLOSE for size in range(8)]
 """What ends a file node of each size modulo 8: padding, then ``)``."""
 
 
-class _Writer:
-    """Walk a tree and hand its NAR to ``write`` in batches."""
+class _Mirror:
+    """Where a copy of the walked tree goes: ``source`` maps to ``target``."""
 
-    def __init__(self, write: Callable[[Any], object], reuse: bool) -> None:
+    def __init__(self, source: bytes, target: bytes) -> None:
+        self.source = source
+        self.target = target
+
+    def place(self, path: bytes) -> bytes:
+        """Return the copy's name for ``path``, a name under ``source``."""
+        return self.target + path[len(self.source) :]
+
+    def create_file(self, path: bytes, executable: int) -> int:
+        """Create the copy of the regular file ``path``; return its descriptor."""
+        mode = 0o755 if executable else 0o644
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.place(path), flags, mode)
+        # The umask may have taken bits from the mode given to open.
+        os.fchmod(fd, mode)
+        return fd
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of ``data`` to ``fd``."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Writer:
+    """Walk a tree and hand its NAR to ``write`` in batches, copying the
+    tree to ``mirror`` on the way if one is given."""
+
+    def __init__(
+        self, write: Callable[[Any], object], reuse: bool, mirror: _Mirror | None
+    ) -> None:
         self.write = write
         self.reuse = reuse
+        self.mirror = mirror
         self.pending = bytearray()
         self.written = 0
         self.buffer = bytearray(_CHUNK) if reuse else bytearray()
@@ -94,6 +131,8 @@ class _Writer:
             target = os.readlink(path)
         except OSError as error:
             raise self.error(path, f"cannot be read: {error.strerror}") from None
+        if self.mirror is not None:
+            os.symlink(target, self.mirror.place(path))
         self.emit(_SYMLINK + token(target) + _CLOSE)
 
     def directory(self, path: bytes) -> None:
@@ -102,6 +141,8 @@ class _Writer:
             names = sorted(os.listdir(path))
         except OSError as error:
             raise self.error(path, f"cannot be listed: {error.strerror}") from None
+        if self.mirror is not None:
+            os.mkdir(self.mirror.place(path), 0o755)
         self.emit(_DIRECTORY)
         for name in names:
             self.emit(_ENTRY + token(name) + _NODE)
@@ -120,20 +161,26 @@ class _Writer:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as error:
             raise self.error(path, f"cannot be opened: {error.strerror}") from None
-
-        # Small files, most of a tree, go out with their node in one piece.
+        copy = -1
         try:
+            if self.mirror is not None:
+                copy = self.mirror.create_file(path, executable)
+
+            # Small files, most of a tree, go out with their node in one piece.
             if size <= _BATCH:
-                self.emit(
-                    header + self.small_contents(path, fd, size) + _ENDS[size % 8]
-                )
+                data = self.small_contents(path, fd, size)
+                if copy >= 0:
+                    _write_all(copy, data)
+                self.emit(header + data + _ENDS[size % 8])
                 return
             self.emit(header)
             self.flush()
-            self.large_contents(path, fd, size)
+            self.large_contents(path, fd, size, copy)
             self.emit(_ENDS[size % 8])
         finally:
             os.close(fd)
+            if copy >= 0:
+                os.close(copy)
 
     def small_contents(self, path: bytes, fd: int, size: int) -> bytes:
         """Return the whole of a small file, checking its size."""
@@ -145,28 +192,36 @@ class _Writer:
             raise self.changed(path)
         return data
 
-    def large_contents(self, path: bytes, fd: int, size: int) -> None:
-        """Hand out a large file chunk by chunk, checking its size."""
-        view = memoryview(self.buffer)
+    def large_contents(self, path: bytes, fd: int, size: int, copy: int) -> None:
+        """Hand out a large file chunk by chunk, checking its size, and
+        write each chunk to ``copy`` too unless it is -1."""
         left = size
+        while left:
+            chunk = self.read_chunk(path, fd, min(left, _CHUNK))
+            if copy >= 0:
+                _write_all(copy, chunk)
+            self.write(chunk)
+            self.written += len(chunk)
+            left -= len(chunk)
+        if self.read_chunk(path, fd, 1, end=True):
+            raise self.changed(path)
+
+    def read_chunk(
+        self, path: bytes, fd: int, count: int, end: bool = False
+    ) -> bytes | memoryview:
+        """Read up to ``count`` bytes of ``path``; an empty read before the
+        expected ``end`` means the file shrank."""
         try:
-            while left:
-                if self.reuse:
-                    count = os.readv(fd, [view[: min(left, _CHUNK)]])
-                    chunk: bytes | memoryview = view[:count]
-                else:
-                    chunk = os.read(fd, min(left, _CHUNK))
-                    count = len(chunk)
-                if count == 0:
-                    raise self.changed(path)
-                self.write(chunk)
-                self.written += count
-                left -= count
-            grown = os.read(fd, 1)
+            if self.reuse and not end:
+                got = os.readv(fd, [memoryview(self.buffer)[:count]])
+                chunk: bytes | memoryview = memoryview(self.buffer)[:got]
+            else:
+                chunk = os.read(fd, count)
         except OSError as error:
             raise self.error(path, f"cannot be read: {error.strerror}") from None
-        if grown:
+        if not chunk and not end:
             raise self.changed(path)
+        return chunk
 
     def changed(self, path: bytes) -> NarError:
         """Return the error for a file whose size changed while read."""
@@ -181,10 +236,13 @@ class _Writer:
 
 
 def _run(
-    path: str | os.PathLike[str], write: Callable[[bytes], object], reuse: bool
+    path: str | os.PathLike[str],
+    write: Callable[[bytes], object],
+    reuse: bool,
+    mirror: _Mirror | None = None,
 ) -> int:
     """Write the NAR of ``path`` to ``write``; return its size."""
-    writer = _Writer(write, reuse)
+    writer = _Writer(write, reuse, mirror)
     writer.emit(token(MAGIC))
     writer.node(os.fsencode(path))
     writer.flush()
@@ -225,3 +283,23 @@ def hash_path(
     hasher = hashlib.new(algorithm)
     size = _run(path, hasher.update, reuse=True)
     return Hash(algorithm, hasher.digest()), size
+
+
+def copy_path(
+    source: str | os.PathLike[str], target: str | os.PathLike[str]
+) -> tuple[Hash, int]:
+    """Copy the tree at ``source`` to ``target``; return the SHA-256 NAR hash
+    and NAR size of what was copied.
+
+    Only what a NAR records is copied: directories (mode ``0755``), symlinks,
+    and regular files (``0755`` if their owner may execute them, else
+    ``0644``); times and owners are not.  ``target`` must not exist; the
+    caller removes a partial copy if this raises.
+
+    :raises NarError: as :func:`dump` does, about ``source``.
+    :raises OSError: when the copy cannot be written.
+    """
+    hasher = hashlib.sha256()
+    mirror = _Mirror(os.fsencode(source), os.fsencode(target))
+    size = _run(source, hasher.update, reuse=True, mirror=mirror)
+    return Hash("sha256", hasher.digest()), size

@@ -129,3 +129,42 @@ def test_dump_reads_a_store_path_under_the_root(tmp_path: Path, tree: Path) -> N
     dumped = pyguix(tmp_path, "store", "dump", path, nix=True)
     assert dumped.returncode == 0, dumped.stderr
     assert dumped.stdout == nar.dump_bytes(tree)
+
+
+def test_a_copy_that_cannot_be_written_leaves_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "big"
+    source.mkdir()
+    (source / "data").write_bytes(os.urandom(3 << 20))
+    pyguix(tmp_path, "store", "verify")  # creates the store and its database
+
+    # Files may not grow past 2 MiB: the copy of the 3 MiB file fails.
+    def limit() -> None:
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
+
+    where = [
+        "--store-dir",
+        str(tmp_path / "store"),
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
+    failed = subprocess.run(
+        [sys.executable, "-m", "pyguix", *where, "store", "add", str(source)],
+        capture_output=True,
+        preexec_fn=limit,
+        check=False,
+    )
+    assert failed.returncode == 1, failed.stderr
+    assert failed.stderr.decode().startswith(
+        f"error: cannot copy '{source}' into the store"
+    )
+    assert b"Traceback" not in failed.stderr
+
+    # No item, valid or not, and no temporary copy is left.
+    assert os.listdir(tmp_path / "store") == []
+    assert pyguix(tmp_path, "store", "verify", "--check-contents").returncode == 0
+    added = pyguix(tmp_path, "store", "add", str(source))
+    assert added.returncode == 0 and added.stdout.startswith(str(tmp_path).encode())

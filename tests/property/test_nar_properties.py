@@ -14,7 +14,15 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store.nar import NarError, copy_nar, dump_bytes, read_events, restore
+from store.nar import (
+    NarError,
+    copy_nar,
+    copy_path,
+    dump_bytes,
+    hash_path,
+    read_events,
+    restore,
+)
 
 # A node: ("file", contents, executable) | ("link", target) | ("dir", {name: node}).
 names = st.binary(min_size=1, max_size=12).filter(
@@ -82,6 +90,10 @@ def test_write_restore_gives_same_tree_and_bytes(node: tuple[Any, ...]) -> None:
         copied = io.BytesIO()
         assert copy_nar(io.BytesIO(nar + b"tail"), copied.write) == len(nar)
         assert copied.getvalue() == nar
+
+        mirror = os.fsencode(scratch) + b"/mirror"
+        assert copy_path(source, mirror) == hash_path(source)
+        assert dump_bytes(mirror) == nar
 
 
 def _only_nar_errors(data: bytes) -> None:

@@ -23,6 +23,7 @@ from store.nar import (
     RegularFile,
     Symlink,
     copy_nar,
+    copy_path,
     dump,
     dump_bytes,
     hash_path,
@@ -68,6 +69,41 @@ def test_hash_path_equals_nix_hash(tmp_path: Path, name: str) -> None:
         assert (
             hash_path(root, algorithm)[0].to_base16() == case[f"nar_{algorithm}_base16"]
         )
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_copy_path_hashes_what_it_copies(tmp_path: Path, name: str) -> None:
+    source = build(tmp_path, name)
+    target = tmp_path / "copy"
+    digest, size = copy_path(source, target)
+
+    # The copy is the same tree, and the hash returned is Nix's.
+    case = CASES[name]
+    assert digest.to_base16() == case["nar_sha256_base16"]
+    assert size == case["nar_size"]
+    assert hash_path(target) == (digest, size)
+
+
+def test_copy_path_keeps_only_the_executable_bit(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "tool").write_text("#!/bin/sh\n")
+    (source / "tool").chmod(0o700)
+    (source / "data").write_text("x")
+    (source / "data").chmod(0o600)
+    os.utime(source / "data", (5, 5))
+    copy_path(source, tmp_path / "copy")
+    assert stat.S_IMODE((tmp_path / "copy" / "tool").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "copy" / "data").stat().st_mode) == 0o644
+    assert (tmp_path / "copy" / "data").stat().st_mtime != 5
+
+
+def test_copy_path_refuses_an_existing_target(tmp_path: Path) -> None:
+    (tmp_path / "source").write_text("x")
+    (tmp_path / "copy").write_text("already here")
+    with pytest.raises(FileExistsError):
+        copy_path(tmp_path / "source", tmp_path / "copy")
+    assert (tmp_path / "copy").read_text() == "already here"
 
 
 def test_large_file_streams_in_chunks(tmp_path: Path) -> None:
