@@ -1133,7 +1133,8 @@ def container_excursion(
     first (it grants the rights to join the others), the mount namespace
     last (so ``/proc/PID`` stays reachable until then), and the process
     forks again, since a new PID namespace applies to children only.  The
-    command gets ``env`` alone and runs in ``/``.
+    command gets ``env`` alone and runs in ``/``; a command name without a
+    ``/`` is looked up in the ``PATH`` of ``env``, inside the container.
 
     :returns: the command's exit code, or 128 plus the signal that killed it.
     :raises ContainerError: ``pid`` does not exist, or ``argv[0]`` cannot run.
@@ -1206,17 +1207,12 @@ def _exec_or_report(
     argv: Sequence[str], env: Mapping[str, str], report: int
 ) -> NoReturn:
     try:
-        os.execve(argv[0], list(argv), dict(env))
+        os.execvpe(argv[0], list(argv), dict(env))
     except OSError as error:
         message = f"cannot run '{argv[0]}' in the container: {error.strerror}"
-        _send(
-            report,
-            {
-                "error": {
-                    "kind": "setup",
-                    "message": message,
-                    "hint": "give an absolute path inside the container",
-                }
-            },
+        searched = env.get("PATH", os.defpath) if "/" not in argv[0] else None
+        hint = "give an absolute path inside the container" + (
+            f", or a program on its PATH ({searched})" if searched else ""
         )
+        _send(report, {"error": {"kind": "setup", "message": message, "hint": hint}})
     os._exit(127)

@@ -5,9 +5,10 @@
     exec``, through :func:`builders.container.container_excursion`): the
     user namespace is joined first and the mount namespace last, and the
     command runs in a second fork, inside the PID namespace.  Its
-    environment holds ``TERM`` alone (when set here), so give absolute
-    paths.  A non-zero status is reported as "process exited with status
-    N" and makes the command exit with 1.
+    environment is the one PID started with, plus ``TERM`` from here, so a
+    bare command name is found on the container's ``PATH``.  A non-zero
+    status is reported as "process exited with status N" and makes the
+    command exit with 1.
 
 The others go beyond Guix.  A running pyguix system container is found from
 the host as a process that is PID 1 of a PID namespace other than ours and
@@ -205,11 +206,30 @@ def command() -> None:
 @click.argument("pid", type=int)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, required=True)
 def exec_command(pid: int, argv: tuple[str, ...]) -> None:
-    """Run COMMAND (absolute path) in the container of process PID."""
-    env = {"TERM": os.environ["TERM"]} if "TERM" in os.environ else {}
-    status = container_excursion(pid, argv, env)
+    """Run COMMAND in the container of process PID, with the container's
+    environment; a bare name is looked up in the container's PATH."""
+    status = container_excursion(pid, argv, _container_environment(pid))
     if status != 0:
         raise _Exit(f"process exited with status {status}")
+
+
+def _container_environment(pid: int) -> dict[str, str]:
+    """Return the environment the container's init started with (its
+    ``PATH``, ``HOME`` and ``TMPDIR``) and the caller's ``TERM``.
+
+    Guix's ``container exec`` passes ``TERM`` alone and finds a bare
+    command name on the host's ``PATH``; the init's environment names the
+    container's own programs instead.
+    """
+    env: dict[str, str] = {}
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/environ", "rb") as file:
+        for entry in file.read().split(b"\0"):
+            name, equals, value = entry.partition(b"=")
+            if equals:
+                env[os.fsdecode(name)] = os.fsdecode(value)
+    if "TERM" in os.environ:
+        env["TERM"] = os.environ["TERM"]
+    return env
 
 
 class _Exit(PyguixError):

@@ -374,6 +374,15 @@ def test_container_exec_reports_status(built: Built, running: Running) -> None:
     assert hello.returncode == 0, hello.stderr
     assert hello.stdout == "Hello from pyguix-example!\n"
 
+    # A bare name is found on the container's PATH, not the host's.
+    bare = pyguix(built.root, "container", "exec", str(running.pid), "hello")
+    assert bare.returncode == 0, bare.stderr
+    assert bare.stdout == "Hello from pyguix-example!\n"
+    missing = pyguix(built.root, "container", "exec", str(running.pid), "python3")
+    assert missing.returncode == 1
+    assert "cannot run 'python3' in the container" in missing.stderr
+    assert "/run/current-system/profile/bin" in missing.stderr
+
 
 def test_container_list_and_logs(built: Built, running: Running) -> None:
     listed = pyguix(built.root, "container", "list")
