@@ -13,7 +13,9 @@ A derivation for another ``system`` is refused; ``builtin:fetchurl`` runs
 in this process (:mod:`builders.fetchurl`), every other builder in the
 sandbox (:mod:`builders.sandbox`) with the environment of
 :mod:`builders.environment`, after the files ``exportReferencesGraph`` and
-``passAsFile`` ask for are written into the build directory.  As root, the
+``passAsFile`` ask for are written into the build directory; a derivation
+with structured attributes (``__json``) gets ``.attrs.json`` and
+``.attrs.sh`` there instead (:mod:`builders.structured_attrs`).  As root, the
 builder runs as a build user taken from the pool of
 :mod:`builders.build_users` (trying :attr:`BuildOptions.slot` first), held
 until the outputs are registered; other pyguix processes then use other
@@ -41,8 +43,12 @@ output's path; anything else fails the build): ``allowedReferences`` and
 output referring to itself counts; ``allowedRequisites`` and
 ``disallowedRequisites`` constrain its closure (followed through the other
 outputs just built and through the database), where, as in Nix, the output
-itself does not count.  A failure names the output, each forbidden path and
-the list it breaks.
+itself does not count.  With structured attributes those variables are
+ignored: ``outputChecks`` gives each output its own four lists (JSON lists),
+where, as in Nix, the output itself does count in its closure, and
+``maxSize`` and ``maxClosureSize``, limits on the NAR bytes of the output
+and of its closure, itself included.  A failure names the output, each
+forbidden path or size and the rule it breaks, all at once.
 
 **Failure.** Nothing is registered, the temporary outputs are removed (or,
 with ``keep_failed``, moved next to the kept build directory), and
@@ -54,9 +60,6 @@ valid again, in the same way, and compares the NAR hashes; a differing
 result is kept at ``<output>-check`` (outside the database, as Nix does).
 Fixed-output derivations are not rebuilt: their hash already says whether
 they are what was declared.
-
-TODO: ``__structuredAttrs`` and its per-output ``outputChecks`` (with
-``maxSize`` and ``maxClosureSize``).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from builders.bootstrap import CACHE_FILE, interpreter_paths
 from builders.build_users import BuildUserPool, pool_directory
@@ -88,6 +92,15 @@ from builders.sandbox import (
     SandboxResult,
     SandboxSpec,
     run_sandboxed,
+)
+from builders.structured_attrs import (
+    OutputChecks,
+    attrs_files,
+    exported_graphs,
+    graph_objects,
+    output_checks,
+    parse_structured_attrs,
+    prepare_structured_attrs,
 )
 from derivations.create import current_system, read_derivation
 from derivations.derivation import Derivation
@@ -436,8 +449,12 @@ def _execute(
             _fetch(store, build)
             return
         _check_system(drv)
-        _export_references_graphs(store, build, closure)
-        _write_passed_files(build)
+        attrs = parse_structured_attrs(drv)
+        if attrs is None:
+            _export_references_graphs(store, build, closure)
+            _write_passed_files(build)
+        else:
+            _write_structured_attrs(store, build, attrs, closure)
         result = run_sandboxed(_sandbox_spec(store, build, closure, options), log.write)
     finally:
         log.close()
@@ -489,14 +506,54 @@ def _export_references_graphs(
 
 
 def _write_passed_files(build: _Build) -> None:
-    """Write the variables ``passAsFile`` names into the build directory,
-    owned by the build user as in Nix."""
+    """Write the variables ``passAsFile`` names into the build directory."""
     for name, value in files_to_pass(build.drv).items():
-        path = os.path.join(build.build_dir, name)
-        with open(path, "w", encoding="utf-8") as file:
-            file.write(value)
-        if build.uid is not None:
-            os.chown(path, build.uid, build.uid)
+        _write_build_file(build, name, value.encode())
+
+
+def _write_build_file(build: _Build, name: str, data: bytes) -> None:
+    """Write file ``name`` of the build directory, owned by the build user as
+    in Nix."""
+    path = os.path.join(build.build_dir, name)
+    with open(path, "wb") as file:
+        file.write(data)
+    if build.uid is not None:
+        os.chown(path, build.uid, build.uid)
+
+
+def _write_structured_attrs(
+    store: LocalStore, build: _Build, attrs: Mapping[str, Any], closure: set[str]
+) -> None:
+    """Write ``.attrs.json`` and ``.attrs.sh`` into the build directory (Nix's
+    ``writeStructuredAttrs``)."""
+    drv = build.drv
+    graphs = {
+        name: _path_info_objects(store, drv, name, paths, closure)
+        for name, paths in exported_graphs(drv, attrs).items()
+    }
+    outputs = drv.output_paths()
+    prepared = prepare_structured_attrs(attrs, outputs, graphs)
+    for name, data in attrs_files(prepared, outputs).items():
+        _write_build_file(build, name, data)
+
+
+def _path_info_objects(
+    store: LocalStore, drv: Derivation, name: str, paths: list[str], closure: set[str]
+) -> list[dict[str, Any]]:
+    """Return the path-info objects of the closure of ``paths``, which must be
+    inputs (Nix's ``exportReferences``)."""
+    outside = [path for path in paths if path not in closure]
+    if outside:
+        raise BuildError(
+            BuildFailure(
+                drv.path,
+                "setup",
+                f"exportReferencesGraph.{name} names '{outside[0]}', which is "
+                "not in its input closure",
+                hint="list only store paths the derivation has as inputs",
+            )
+        )
+    return graph_objects(store, paths)
 
 
 def _sandbox_spec(
@@ -758,65 +815,163 @@ in Nix's order."""
 def _check_outputs(
     store: LocalStore, drv: Derivation, outputs: Mapping[str, _Output]
 ) -> None:
-    """Enforce the reference and requisite lists of ``drv`` on each output, as
-    Nix's ``checkOutputs`` does for a derivation without structured attributes;
-    report every broken rule at once."""
-    checks = [
-        (variable, _reference_spec(store, drv, variable), allowed, recursive)
-        for variable, allowed, recursive in _OUTPUT_CHECKS
-        if variable in drv.env
-    ]
-    needs_closure = any(recursive for *_, recursive in checks)
-    problems: list[tuple[str, str, str, bool]] = []
+    """Enforce the output checks of ``drv`` on each output, as Nix's
+    ``checkOutputs`` does: the reference and requisite lists of its
+    environment, or with structured attributes each output's
+    ``outputChecks``; report every broken rule at once."""
+    attrs = parse_structured_attrs(drv)
+    problems: list[tuple[str, str, str]] = []
     for output in outputs.values():
-        closure = _output_closure(store, output, outputs) if needs_closure else set()
-        for variable, spec, allowed, recursive in checks:
-            used = closure if recursive else output.references
-            problems += [
-                (output.name, path, variable, recursive)
-                for path in sorted(used)
-                if (path in spec) != allowed
-            ]
+        if attrs is None:
+            checks: OutputChecks | None = _environment_checks(drv)
+        else:
+            checks = output_checks(drv, attrs, output.name)
+        if checks is not None:
+            problems += _output_problems(
+                store, drv, output, outputs, checks, attrs is not None
+            )
     if problems:
         raise _forbidden_paths_error(drv, problems)
 
 
+def _environment_checks(drv: Derivation) -> OutputChecks:
+    """Return the checks of a derivation without structured attributes: its
+    variables, each a space-separated list, for every output alike."""
+    names = [variable for variable, _, _ in _OUTPUT_CHECKS if variable in drv.env]
+    return OutputChecks({name: drv.env[name].split() for name in names})
+
+
+def _output_problems(
+    store: LocalStore,
+    drv: Derivation,
+    output: _Output,
+    outputs: Mapping[str, _Output],
+    checks: OutputChecks,
+    structured: bool,
+) -> list[tuple[str, str, str]]:
+    """Return how ``output`` breaks ``checks``: (output name, rule, detail) each.
+
+    As in Nix, the output itself is in its closure for structured checks,
+    and left out of it for those of the environment.
+    """
+    prefix = f"outputChecks.{output.name}." if structured else ""
+    problems = _size_problems(store, output, outputs, checks, prefix)
+    lists = [check for check in _OUTPUT_CHECKS if check[0] in checks.lists]
+
+    closure = set()
+    if any(recursive for *_, recursive in lists):
+        closure = _output_closure(store, output, outputs)
+        if structured:
+            closure.add(output.path)
+
+    for variable, allowed, recursive in lists:
+        rule = prefix + variable
+        spec = _reference_spec(store, drv, rule, checks.lists[variable])
+        relation = "have in its closure" if recursive else "refer to"
+        problems += [
+            (
+                output.name,
+                rule,
+                f"output '{output.name}' may not {relation} '{path}' ({rule})",
+            )
+            for path in sorted(closure if recursive else output.references)
+            if (path in spec) != allowed
+        ]
+    return problems
+
+
+def _size_problems(
+    store: LocalStore,
+    output: _Output,
+    outputs: Mapping[str, _Output],
+    checks: OutputChecks,
+    prefix: str,
+) -> list[tuple[str, str, str]]:
+    """Return how ``output`` breaks ``maxSize`` and ``maxClosureSize``, which
+    count NAR bytes, of the output and of its closure (itself included)."""
+    problems = []
+    name, limit = output.name, checks.max_size
+    if limit is not None and output.nar_size > limit:
+        rule = prefix + "maxSize"
+        problems.append(
+            (
+                name,
+                rule,
+                f"output '{name}' is {output.nar_size} bytes, over the "
+                f"limit of {limit} bytes ({rule})",
+            )
+        )
+
+    limit = checks.max_closure_size
+    if limit is not None:
+        size = _closure_size(store, output, outputs)
+        if size > limit:
+            rule = prefix + "maxClosureSize"
+            problems.append(
+                (
+                    name,
+                    rule,
+                    f"the closure of output '{name}' is {size} bytes, "
+                    f"over the limit of {limit} bytes ({rule})",
+                )
+            )
+    return problems
+
+
+def _closure_size(
+    store: LocalStore, output: _Output, outputs: Mapping[str, _Output]
+) -> int:
+    """Return the NAR bytes of the closure of ``output``, itself included."""
+    built = {o.path: o.nar_size for o in outputs.values()}
+    closure = _output_closure(store, output, outputs) | {output.path}
+    return sum(
+        built[path] if path in built else _nar_size(store, path) for path in closure
+    )
+
+
+def _nar_size(store: LocalStore, path: str) -> int:
+    info = store.query_path_info(path)
+    assert info is not None, path
+    return info.nar_size
+
+
 def _forbidden_paths_error(
-    drv: Derivation, problems: list[tuple[str, str, str, bool]]
+    drv: Derivation, problems: list[tuple[str, str, str]]
 ) -> BuildError:
-    """Return the error for ``problems``: (output name, path, list, whether
-    the list is about the closure) each."""
-    outputs = sorted({name for name, *_ in problems})
-    lists = sorted({variable for _, _, variable, _ in problems})
+    """Return the error for ``problems``: (output name, rule, detail) each."""
+    outputs = sorted({name for name, _, _ in problems})
+    rules = sorted({rule for _, rule, _ in problems})
     names = ", ".join(f"'{name}'" for name in outputs)
     subject = (
         f"output {names} breaks" if len(outputs) == 1 else f"outputs {names} break"
     )
-    details = [
-        f"output '{name}' may not "
-        f"{'have in its closure' if recursive else 'refer to'} '{path}' ({variable})"
-        for name, path, variable, recursive in problems
-    ]
+    hints = []
+    if any(not rule.endswith("Size") for rule in rules):
+        hints.append("remove those references, or change what the lists allow")
+    if any(rule.endswith("Size") for rule in rules):
+        hints.append("make the output smaller, or raise the limit")
     return BuildError(
         BuildFailure(
             drv.path,
             "references",
-            f"{subject} its derivation's {' and '.join(lists)}",
-            details=tuple(details),
-            hint="remove those references, or change what the lists allow",
+            f"{subject} its derivation's {' and '.join(rules)}",
+            details=tuple(detail for _, _, detail in problems),
+            hint="; ".join(hints),
         )
     )
 
 
-def _reference_spec(store: LocalStore, drv: Derivation, variable: str) -> set[str]:
-    """Return the store paths ``variable`` names, each output name replaced
-    by its output's path.
+def _reference_spec(
+    store: LocalStore, drv: Derivation, rule: str, items: list[str]
+) -> set[str]:
+    """Return the store paths ``items`` of list ``rule`` name, each output
+    name replaced by its output's path.
 
     :raises BuildError: for an item that is neither, as Nix refuses it.
     """
     outputs = drv.output_paths()
     paths = set()
-    for item in drv.env[variable].split():
+    for item in items:
         if item in outputs:
             paths.add(outputs[item])
             continue
@@ -827,7 +982,7 @@ def _reference_spec(store: LocalStore, drv: Derivation, variable: str) -> set[st
                 BuildFailure(
                     drv.path,
                     "references",
-                    f"its {variable} names '{item}', which is neither a store "
+                    f"its {rule} names '{item}', which is neither a store "
                     "path nor one of its outputs",
                     hint="list store paths or output names such as 'out'",
                 )

@@ -11,6 +11,7 @@ later entries winning:
    ``NIX_STORE`` (the logical store directory), ``NIX_BUILD_CORES``;
 2. the derivation's own variables, which include each output name bound to
    its path (``out=/pyguix/store/...``), except those ``passAsFile`` names
+   (below), and none at all for a derivation with structured attributes
    (below);
 3. for a fixed-output derivation, the ``impureEnvVars`` the host has;
 4. ``NIX_BUILD_TOP``, ``TMPDIR``, ``TEMPDIR``, ``TMP``, ``TEMP`` and ``PWD``,
@@ -22,10 +23,16 @@ list) is not passed itself: its value is written to the file
 ``.attr-<h>`` of the build directory, where ``<h>`` is the base-32 SHA-256
 of the variable's name (:func:`pass_as_file_name`), and ``<name>Path``
 holds that file's path as the builder sees it.  The caller writes the files
-(:func:`files_to_pass`).  Nix does this for derivations without
-``__structuredAttrs`` only; pyguix has no structured attributes.  Names are
-applied in sorted order, as Nix's loop over the environment does, so a
-variable of the derivation called ``<name>Path`` wins over the file's.
+(:func:`files_to_pass`).  Names are applied in sorted order, as Nix's loop
+over the environment does, so a variable of the derivation called
+``<name>Path`` wins over the file's.
+
+**Structured attributes.**  A derivation whose environment has ``__json``
+(Nix's ``__structuredAttrs``) passes nothing through the environment, and
+``passAsFile`` does not apply: its builder reads ``.attrs.json`` and
+``.attrs.sh`` in the build directory instead (:mod:`builders.structured_attrs`,
+written by :mod:`builders.build`), and ``impureEnvVars`` is a list of
+strings in ``__json``.
 
 No locale variable is set, as in Nix: the sandbox holds no locale data, so
 every build gets the C locale whatever the host uses.
@@ -50,6 +57,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 
+from builders.structured_attrs import parse_structured_attrs, strings_attr
 from derivations.derivation import Derivation
 from store import base32
 
@@ -79,8 +87,11 @@ def pass_as_file_name(name: str) -> str:
 def files_to_pass(drv: Derivation) -> dict[str, str]:
     """Return the files ``passAsFile`` asks for: file name to contents.
 
-    Only variables the derivation has count, as in Nix.
+    Only variables the derivation has count, as in Nix; a derivation with
+    structured attributes has none.
     """
+    if "__json" in drv.env:
+        return {}
     names = set(drv.env.get("passAsFile", "").split())
     return {
         pass_as_file_name(name): value
@@ -103,7 +114,10 @@ def builder_environment(
     :param cores: the ``--cores`` value; 0 means every CPU.
     :param host_env: where fixed-output derivations find their
         ``impureEnvVars`` (default: ``os.environ``).
+    :raises StructuredAttrsError: for a ``__json`` that is not an object, or
+        whose ``impureEnvVars`` is not a list of strings.
     """
+    attrs = parse_structured_attrs(drv)
     env = {
         "PATH": "/path-not-set",
         "HOME": "/homeless-shelter",
@@ -111,18 +125,17 @@ def builder_environment(
         "NIX_BUILD_CORES": str(resolve_cores(cores)),
     }
 
-    # Variables named in passAsFile become <name>Path, pointing at their file.
-    passed = set(drv.env.get("passAsFile", "").split())
-    for name in sorted(drv.env):
-        if name in passed:
-            env[name + "Path"] = f"{build_top}/{pass_as_file_name(name)}"
-        else:
-            env[name] = drv.env[name]
+    if attrs is None:
+        env.update(_derivation_variables(drv, build_top))
 
     # Only a fixed-output build may see host variables, and only those named.
     if drv.is_fixed_output():
         host = os.environ if host_env is None else host_env
-        for name in drv.env.get("impureEnvVars", "").split():
+        if attrs is None:
+            impure = drv.env.get("impureEnvVars", "").split()
+        else:
+            impure = strings_attr(drv, attrs, "impureEnvVars")
+        for name in impure:
             if name in host:
                 env[name] = host[name]
 
@@ -130,4 +143,17 @@ def builder_environment(
         env[name] = build_top
     env["NIX_LOG_FD"] = "2"
     env["TERM"] = "xterm-256color"
+    return env
+
+
+def _derivation_variables(drv: Derivation, build_top: str) -> dict[str, str]:
+    """Return the variables of a derivation without structured attributes;
+    those named in ``passAsFile`` become ``<name>Path``, naming their file."""
+    env = {}
+    passed = set(drv.env.get("passAsFile", "").split())
+    for name in sorted(drv.env):
+        if name in passed:
+            env[name + "Path"] = f"{build_top}/{pass_as_file_name(name)}"
+        else:
+            env[name] = drv.env[name]
     return env
