@@ -93,7 +93,21 @@ class Durations(BuildReporter):
         self.by_layer[int(self.names[drv].split("-")[1])].append(duration)
 
 
-def create_pyguix(store: LocalStore, layers: Layers, salt: str) -> list[Derivation]:
+SHELL_BUILDER = ("/bin/sh", ["-c", "echo $deps > $out"])
+"""Nix's builder in these DAGs, which pyguix runs with the host's shell bound
+into its sandbox (``--sandbox-path``, :data:`SHELL_SANDBOX_PATHS`)."""
+
+SHELL_SANDBOX_PATHS = ("/bin", "/lib", "/lib64?", "/usr")
+
+
+def create_pyguix(
+    store: LocalStore, layers: Layers, salt: str, shell: bool = False
+) -> list[Derivation]:
+    """Create the DAG's derivations; their builders are the bootstrap
+    interpreter, or with ``shell`` the same ``/bin/sh`` one-liner as Nix's."""
+    builder, args = (
+        SHELL_BUILDER if shell else (interpreter_executable(), ["-S", "-c", CODE])
+    )
     everything: list[Derivation] = []
     below: list[Derivation] = []
     for row in layers:
@@ -104,8 +118,8 @@ def create_pyguix(store: LocalStore, layers: Layers, salt: str) -> list[Derivati
                 derivation(
                     store,
                     name,
-                    interpreter_executable(),
-                    ["-S", "-c", CODE],
+                    builder,
+                    args,
                     env={
                         "deps": " ".join(d.output_path() for d in inputs),
                         "salt": salt,

@@ -71,13 +71,13 @@ def _layers(size: int) -> list[list[tuple[str, list[int]]]]:
     return layers
 
 
-def create_into(root: str, size: int, salt: str) -> list[str]:
+def create_into(root: str, size: int, salt: str, shell: bool = False) -> list[str]:
     """Create every derivation of the DAG in a store under ``root``."""
     from benchmarks import builds
     from store.local import LocalStore
 
     store = LocalStore(STORE_DIR, STATE_DIR, root=root)
-    return [d.path for d in builds.create_pyguix(store, _layers(size), salt)]
+    return [d.path for d in builds.create_pyguix(store, _layers(size), salt, shell)]
 
 
 def _pyguix(root: str, *args: str) -> list[str]:
@@ -85,11 +85,24 @@ def _pyguix(root: str, *args: str) -> list[str]:
             "--state-dir", STATE_DIR, "--root", root, *args]  # fmt: skip
 
 
-def _pyguix_evaluate(root: str, size: int, salt: str) -> tuple[Sample, list[str]]:
+def _pyguix_evaluate(
+    root: str, size: int, salt: str, shell: bool = False
+) -> tuple[Sample, list[str]]:
     command = [sys.executable, __file__, "--create-into", root,
-               "--size", str(size), "--salt", salt]  # fmt: skip
+               "--size", str(size), "--salt", salt,
+               *(["--shell"] if shell else [])]  # fmt: skip
     sample = run_process(command)
     return sample, sample.stdout.split()
+
+
+def _pyguix_shell_cold(root: str, size: int, salt: str) -> Sample:
+    """Build cold, with pyguix, the DAG whose builders are Nix's ``/bin/sh``
+    one-liners, the host's shell bound into the sandbox."""
+    from benchmarks.builds import SHELL_SANDBOX_PATHS
+
+    _, drvs = _pyguix_evaluate(root, size, salt, shell=True)
+    bound = [arg for path in SHELL_SANDBOX_PATHS for arg in ("--sandbox-path", path)]
+    return run_process(_pyguix(root, "build", *bound, *drvs))
 
 
 def _nix_evaluate(workdir: str, size: int, salt: str) -> tuple[Sample, list[str]]:
@@ -152,10 +165,15 @@ def _builds(
 ) -> None:
     """Build each store's DAG cold, on both sides (Nix with its sandbox,
     and without it when ``nix`` is "both", on derivations of another salt)."""
-    for name in ("pyguix cold", "nix cold sandbox", "nix cold no sandbox"):
+    for name in ("pyguix cold", "pyguix cold sh", "nix cold sandbox",
+                 "nix cold no sandbox"):  # fmt: skip
         samples[name] = []
     for root, salt, ours, theirs in stores:
         _pyguix_cold(root, ours, figures, samples)
+        shell_root = f"{root}-sh"
+        samples["pyguix cold sh"].append(
+            _pyguix_shell_cold(shell_root, len(ours), salt)
+        )
         if nix not in ("sandbox", "both"):
             continue
         try:
@@ -225,10 +243,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--create-into", metavar="ROOT", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=100, help=argparse.SUPPRESS)
     parser.add_argument("--salt", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--shell", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
 
     if options.create_into:
-        print("\n".join(create_into(options.create_into, options.size, options.salt)))
+        paths = create_into(
+            options.create_into, options.size, options.salt, options.shell
+        )
+        print("\n".join(paths))
         return
     nix = "both" if nix_installed() and not options.no_nix else ""
     for size in (int(s) for s in options.sizes.split(",")):

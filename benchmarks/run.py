@@ -146,6 +146,10 @@ def dag_rows(figures: DagFigures, cap: int) -> list[Row]:
             m.get("pyguix cold"), m.get("nix cold sandbox"), n,
             "; ".join(["-j1; builders: python3 -S (pyguix), /bin/sh (Nix)",
                        *figures.notes])),
+        Row(f"{name}: cold build, /bin/sh builders, pyguix / Nix with sandbox",
+            m.get("pyguix cold sh"), m.get("nix cold sandbox"), n,
+            "-j1; the same builders on both sides, the host's /bin /lib "
+            "/lib64 /usr bound into both sandboxes"),
         Row(f"{name}: cold build, pyguix / Nix without sandbox",
             m.get("pyguix cold"), m.get("nix cold no sandbox"), n,
             "Nix's setting on this machine (sandbox = false)"),

@@ -93,6 +93,7 @@ from builders.sandbox import (
     SandboxSpec,
     run_sandboxed,
 )
+from builders.sandbox_paths import SandboxPath, sandbox_path_mounts
 from builders.structured_attrs import (
     OutputChecks,
     attrs_files,
@@ -144,6 +145,9 @@ class BuildOptions:
     slot: int = 0
     """The build user tried first when pyguix runs as root (a scheduler
     gives each concurrent build its own); a taken one is passed over."""
+    sandbox_paths: tuple[SandboxPath, ...] = ()
+    """Host paths bound read-only into every sandbox (Nix's
+    ``sandbox-paths``)."""
 
 
 @dataclass(frozen=True)
@@ -574,6 +578,7 @@ def _sandbox_spec(
     # The scratch directory is the store inside; inputs go read-only on top.
     mounts = [BindMount(build.scratch, store.store_dir, writable=True)]
     mounts += _input_mounts(store, build.scratch, closure)
+    mounts += sandbox_path_mounts(options.sandbox_paths)
     interpreter = interpreter_paths(store.state_file(*CACHE_FILE))
     mounts += [BindMount(path, path) for path in interpreter]
     return SandboxSpec(

@@ -58,7 +58,7 @@ import struct
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from derivations.derivation import Derivation, DerivationError
@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 
     from builders.build import BuildFailure, BuildOptions, CheckOutcome
     from builders.progress import BuildReporter
+    from builders.sandbox_paths import SandboxPath
     from store.local import LocalStore
 
 __all__ = ["RealiseError", "RealiseResult", "Target", "parse_target", "realise"]
@@ -184,6 +185,7 @@ def realise(
     keep_failed: bool = False,
     timeout: float | None = None,
     max_silent_time: float | None = None,
+    sandbox_paths: tuple[SandboxPath, ...] = (),
     reporter: BuildReporter | None = None,
 ) -> RealiseResult:
     """Make the wanted outputs of ``targets`` valid, building what is missing.
@@ -196,6 +198,7 @@ def realise(
     :param keep_failed: keep the build directories of failed builds.
     :param timeout: seconds after which a build is killed.
     :param max_silent_time: seconds of silence after which a build is killed.
+    :param sandbox_paths: host paths bound into every build's sandbox.
     :param reporter: told what is built, what each build prints, what ends.
     :raises RealiseError: when a build failed (the result is attached).
     :raises DerivationError: when a target is not a derivation in the store.
@@ -213,7 +216,13 @@ def realise(
 
     from builders.build import BuildOptions
 
-    options = BuildOptions(cores, timeout, max_silent_time, keep_failed)
+    options = BuildOptions(
+        cores=cores,
+        timeout=timeout,
+        max_silent_time=max_silent_time,
+        keep_failed=keep_failed,
+        sandbox_paths=sandbox_paths,
+    )
     run = _Run(store, options, jobs, keep_going, reporter)
     try:
         run.start_first_worker()
@@ -482,17 +491,9 @@ class _Run:
 
     def _start(self, drv_path: str, drv: Derivation, rounds: int) -> None:
         """Give an idle worker ``drv`` to build (``rounds`` = 0) or check."""
-        from builders.build import BuildOptions
-
         slot = min(set(range(self.jobs)) - set(self.children))
         worker = self.workers.get(slot) or self._spawn(slot)
-        options = BuildOptions(
-            self.options.cores,
-            self.options.timeout,
-            self.options.max_silent_time,
-            self.options.keep_failed,
-            slot,
-        )
+        options = replace(self.options, slot=slot)
         if self.reporter is not None:
             self.reporter.build_started(drv_path, drv.name)
         worker.job = self.children[slot] = _Job(drv_path, slot, time.monotonic())

@@ -291,6 +291,13 @@ def _add_roots(store: Any, link: str, outputs: list[tuple[int, str, str]]) -> No
     help="Kill a build silent for S seconds.",
 )
 @click.option(
+    "--sandbox-path",
+    "sandbox_paths",
+    multiple=True,
+    metavar="PATH|TARGET=SOURCE[?]",
+    help="Bind a host path read-only into every build (Nix's sandbox-paths).",
+)
+@click.option(
     "-L",
     "--print-build-logs",
     is_flag=True,
@@ -312,6 +319,7 @@ def command(
     rounds: int,
     timeout: float | None,
     max_silent_time: float | None,
+    sandbox_paths: tuple[str, ...],
     print_build_logs: bool,
     targets: tuple[str, ...],
 ) -> None:
@@ -328,6 +336,7 @@ def command(
     mismatch, 104 not deterministic under --check), 1 for other errors.
     """
     store = open_store(ctx)
+    extra_paths = _sandbox_paths(store, sandbox_paths)
     items = _resolve_targets(store, file, targets)
     drvs = [item for item in items if not isinstance(item, str)]
 
@@ -353,6 +362,7 @@ def command(
         keep_failed=keep_failed,
         timeout=timeout,
         max_silent_time=max_silent_time,
+        sandbox_paths=extra_paths,
         reporter=make_reporter(sys.stderr, verbose=print_build_logs),
     )
 
@@ -367,6 +377,15 @@ def command(
     if root_link:
         _add_roots(store, root_link, printed)
     sys.stdout.write("".join(f"{path}\n" for _, _, path in printed))
+
+
+def _sandbox_paths(store: Any, specs: tuple[str, ...]) -> tuple[Any, ...]:
+    """Parse the ``--sandbox-path`` entries (checked before anything runs)."""
+    if not specs:
+        return ()
+    from builders.sandbox_paths import SandboxPath
+
+    return tuple(SandboxPath.from_spec(spec, store.store_dir) for spec in specs)
 
 
 def _report_lowering(store: Any) -> None:

@@ -19,6 +19,7 @@ ROWS = [
     "system container: incremental / cold",
     "DAG 100: evaluation, pyguix / nix-instantiate",
     "DAG 100: cold build, pyguix / Nix with sandbox",
+    "DAG 100: cold build, /bin/sh builders, pyguix / Nix with sandbox",
     "DAG 100: no-op realise, pyguix build / nix-store --realise",
     "builder start-up: python3 -S / /bin/sh",
     "NAR hash: pyguix / hashlib (sha256 of contents)",
