@@ -102,6 +102,7 @@ from builders.structured_attrs import (
     output_checks,
     parse_structured_attrs,
     prepare_structured_attrs,
+    rewrite_placeholders,
 )
 from derivations.create import current_system, read_derivation
 from derivations.derivation import Derivation
@@ -582,7 +583,7 @@ def _sandbox_spec(
     interpreter = interpreter_paths(store.state_file(*CACHE_FILE))
     mounts += [BindMount(path, path) for path in interpreter]
     return SandboxSpec(
-        command=(drv.builder, *drv.args),
+        command=(drv.builder, *_arguments(drv)),
         build_dir=build.build_dir,
         build_dir_target=inside,
         env=builder_environment(drv, store.store_dir, inside, options.cores),
@@ -593,6 +594,13 @@ def _sandbox_spec(
         timeout=options.timeout,
         max_silent_time=options.max_silent_time,
     )
+
+
+def _arguments(drv: Derivation) -> list[str]:
+    """Return the builder's arguments, each output's placeholder replaced by
+    its path (``builtins.placeholder``), as Nix does."""
+    outputs = drv.output_paths()
+    return [rewrite_placeholders(arg, outputs) for arg in drv.args]
 
 
 def _input_mounts(

@@ -18,6 +18,11 @@ later entries winning:
    all the build directory as the builder sees it;
 5. ``NIX_LOG_FD=2`` and ``TERM=xterm-256color``.
 
+Each output's placeholder (Nix's ``hashPlaceholder``, what
+``builtins.placeholder`` gives) is replaced by the output's path wherever
+it appears, names and values, and in the ``passAsFile`` files, as Nix
+rewrites the builder's environment, arguments and files.
+
 **passAsFile.**  A variable named in ``passAsFile`` (a space-separated
 list) is not passed itself: its value is written to the file
 ``.attr-<h>`` of the build directory, where ``<h>`` is the base-32 SHA-256
@@ -57,7 +62,11 @@ import hashlib
 import os
 from collections.abc import Mapping
 
-from builders.structured_attrs import parse_structured_attrs, strings_attr
+from builders.structured_attrs import (
+    parse_structured_attrs,
+    rewrite_placeholders,
+    strings_attr,
+)
 from derivations.derivation import Derivation
 from store import base32
 
@@ -93,8 +102,9 @@ def files_to_pass(drv: Derivation) -> dict[str, str]:
     if "__json" in drv.env:
         return {}
     names = set(drv.env.get("passAsFile", "").split())
+    outputs = drv.output_paths()
     return {
-        pass_as_file_name(name): value
+        pass_as_file_name(name): rewrite_placeholders(value, outputs)
         for name, value in drv.env.items()
         if name in names
     }
@@ -143,7 +153,13 @@ def builder_environment(
         env[name] = build_top
     env["NIX_LOG_FD"] = "2"
     env["TERM"] = "xterm-256color"
-    return env
+
+    # builtins.placeholder: each output's placeholder stands for its path.
+    outputs = drv.output_paths()
+    return {
+        rewrite_placeholders(name, outputs): rewrite_placeholders(value, outputs)
+        for name, value in env.items()
+    }
 
 
 def _derivation_variables(drv: Derivation, build_top: str) -> dict[str, str]:

@@ -78,6 +78,7 @@ __all__ = [
     "parse_structured_attrs",
     "path_info_object",
     "prepare_structured_attrs",
+    "rewrite_placeholders",
     "strings_attr",
     "to_attrs_json",
     "to_attrs_sh",
@@ -348,10 +349,15 @@ def attrs_files(
     """Return ``.attrs.json`` and ``.attrs.sh`` for ``prepared``, by file name,
     each output's placeholder replaced by its path."""
     files = {ATTRS_JSON: to_attrs_json(prepared), ATTRS_SH: to_attrs_sh(prepared)}
-    return {name: _rewrite(text, outputs).encode() for name, text in files.items()}
+    return {
+        name: rewrite_placeholders(text, outputs).encode()
+        for name, text in files.items()
+    }
 
 
-def _rewrite(text: str, outputs: Mapping[str, str]) -> str:
+def rewrite_placeholders(text: str, outputs: Mapping[str, str]) -> str:
+    """Return ``text`` with each output's placeholder replaced by the output's
+    path, as Nix rewrites the builder's arguments, environment and files."""
     for name, path in outputs.items():
         text = text.replace(hash_placeholder(name), path)
     return text

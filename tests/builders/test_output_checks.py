@@ -1,5 +1,6 @@
-"""Real sandboxed builds using Nix's ``passAsFile``, ``allowedRequisites``
-and ``disallowedRequisites`` (and the reference lists beside them)."""
+"""Real sandboxed builds using Nix's ``passAsFile``, output placeholders,
+``allowedRequisites`` and ``disallowedRequisites`` (and the reference lists
+beside them)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from typing import Any
 import pytest
 from helpers.builds import python_derivation as pydrv
 
+from builders.bootstrap import interpreter_executable
 from builders.build import BuildError, build_derivation
 from builders.environment import pass_as_file_name
 from builders.linux import namespaces_unavailable_reason
+from derivations.create import derivation
 from derivations.derivation import Derivation
 from store.local import LocalStore
 
@@ -77,6 +80,44 @@ def test_pass_as_file_writes_the_value_to_nixs_file(store: LocalStore) -> None:
     assert "foo" not in seen["env"] and "absentPath" not in seen["env"]
     assert seen["env"]["bar"] == "plain"
     assert seen["env"]["passAsFile"] == "foo absent"
+
+
+# What Nix 2.8 gives for builtins.placeholder "out" and "dev".
+NIX_PLACEHOLDERS = {
+    "out": "/1rz4g4znpzjwh1xymhjpm42vipw92pr73vdgl6xs1hycac8kf2n9",
+    "dev": "/02qcpld1y6xhs5gz9bchpxaw0xdhmsp5dv88lh25r2ss44kh8dxz",
+}
+
+
+def test_placeholders_become_output_paths_everywhere_nix_rewrites(
+    store: LocalStore,
+) -> None:
+    out, dev = NIX_PLACEHOLDERS["out"], NIX_PLACEHOLDERS["dev"]
+    code = """
+import json, os, sys
+json.dump({'arg': sys.argv[1], 'env': os.environ['where'],
+           'file': open(os.environ['listedPath']).read()},
+          open(os.environ['out'], 'w'))
+open(os.environ['dev'], 'w').write('')
+"""
+    drv = derivation(
+        store,
+        "placeholders",
+        interpreter_executable(),
+        ["-S", "-c", code, f"{dev}/include"],
+        env={"where": f"{out}/bin", "listed": f"{out} {dev}", "passAsFile": "listed"},
+        outputs=["out", "dev"],
+    )
+
+    build_derivation(store, drv)
+
+    paths = drv.output_paths()
+    seen = json.loads(Path(paths["out"]).read_text())
+    assert seen == {
+        "arg": f"{paths['dev']}/include",
+        "env": f"{paths['out']}/bin",
+        "file": f"{paths['out']} {paths['dev']}",
+    }
 
 
 def test_allowed_requisites_must_hold_the_whole_closure(
