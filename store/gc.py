@@ -28,6 +28,7 @@ from store.canonical import remove_tree
 from store.errors import StoreError
 from store.local import TEMP_PREFIX, LocalStore
 from store.locks import LockBusyError, try_remove_stale_lock
+from store.optimise import remove_unused_links
 from store.roots import find_permanent_roots, read_temp_roots
 
 __all__ = [
@@ -211,6 +212,7 @@ def collect_garbage(
         for start in range(0, len(order), BATCH_SIZE):
             _delete_batch(store, order[start : start + BATCH_SIZE], result)
         _remove_invalid(store, invalid, result)
+        result.bytes_freed += remove_unused_links(store)
         return result
 
 

@@ -171,3 +171,14 @@ def verify(ctx: click.Context, check_contents: bool, repair: bool) -> None:
         )
     if report.remaining:
         raise VerifyFailed(len(report.remaining))
+
+
+@command.command("optimise")
+@click.pass_context
+def optimise(ctx: click.Context) -> None:
+    """Hard-link identical files of the store (nix-store --optimise)."""
+    from store.optimise import optimise_store
+
+    result = optimise_store(open_store(ctx))
+    mib = result.bytes_freed / (1024 * 1024)
+    click.echo(f"{result.files_linked} files linked, {mib:.2f} MiB freed")
