@@ -128,8 +128,18 @@ class PlainFile:
 
 
 def plain_file(name: str, content: str | bytes) -> PlainFile:
-    """Return a file named ``name`` with ``content``."""
+    """Return a file named ``name`` with ``content``.
+
+    :raises FileLikeError: when ``content`` is neither text nor bytes.
+    """
     _check_name(name)
+    if not isinstance(content, str | bytes):
+        raise FileLikeError(
+            name,
+            f"the content of plain file '{name}' is of type "
+            f"{type(content).__name__}, not text or bytes",
+            "give a str or bytes (str(...) turns a value into text)",
+        )
     return PlainFile(name, content)
 
 

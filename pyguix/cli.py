@@ -96,11 +96,28 @@ def open_store(ctx: click.Context) -> Any:
 
 
 def _report(error: PyguixError) -> int:
-    """Print ``error`` as one line and its hint; return the exit status."""
+    """Print ``error`` as one line and its hint; return the exit status.
+
+    With ``PYGUIX_DEBUG`` set, the trace of what caused it comes first (the
+    user's code, for an error in a build or OS file).
+    """
+    if os.environ.get("PYGUIX_DEBUG"):
+        import traceback
+
+        cause = error.__cause__ or error.__context__ or error
+        traceback.print_exception(cause, file=sys.stderr)
     click.echo(f"error: {error.message}", err=True)
     if error.hint:
         click.echo(f"hint: {error.hint}", err=True)
     return getattr(error, "exit_status", 1)
+
+
+def _report_usage(error: click.UsageError) -> int:
+    """Print a command-line mistake as one line and a hint; return 2."""
+    command = error.ctx.command_path if error.ctx is not None else "pyguix"
+    click.echo(f"error: {error.format_message()}", err=True)
+    click.echo(f"hint: see '{command} --help'", err=True)
+    return error.exit_code
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("error: interrupted", err=True)
         status = 130
+    except click.UsageError as error:
+        status = _report_usage(error)
     except click.ClickException as error:
         error.show()
         status = error.exit_code

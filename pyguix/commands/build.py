@@ -74,8 +74,34 @@ def _load_module(file: str) -> ModuleType:
             file, None, f"cannot load '{file}' as Python", "give a .py file"
         )
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except PyguixError:
+        raise
+    except SyntaxError as error:
+        raise FileTargetError(
+            file,
+            None,
+            f"build file '{file}' is not valid Python: {error.msg} (line {error.lineno})",
+            "fix the syntax error",
+        ) from None
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - the user's code
+        raise _user_failure(file, None, f"loading build file '{file}'", error) from None
     return module
+
+
+def _user_failure(
+    file: str, name: str | None, action: str, error: BaseException
+) -> FileTargetError:
+    """Return the error for the user's code failing (or exiting) in ``action``."""
+    from pyguix.user_code import describe_failure
+
+    return FileTargetError(
+        file,
+        name,
+        f"{action} failed{describe_failure(file, error)}",
+        "fix the file; run with PYGUIX_DEBUG=1 to see the whole trace",
+    )
 
 
 def _default_names(file: str, module: ModuleType) -> list[str]:
@@ -106,7 +132,7 @@ def _lower(store: Any, file: str, name: str, value: Any) -> Derivation | StorePa
         elif compiler_for(value) is not None:
             value = run_with_store(store, lower_object(value))
         elif callable(value):
-            value = value()
+            value = _call(file, name, value)
         else:
             break
     raise FileTargetError(
@@ -116,6 +142,18 @@ def _lower(store: Any, file: str, name: str, value: Any) -> Derivation | StorePa
         "give a file-like object, a monadic value, a derivation or a function "
         "returning one",
     )
+
+
+def _call(file: str, name: str, function: Any) -> Any:
+    """Call ``function``, the object ``name`` of ``file``, for what to build."""
+    try:
+        return function()
+    except PyguixError:
+        raise
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - the user's code
+        raise _user_failure(
+            file, name, f"calling '{name}' of '{file}'", error
+        ) from None
 
 
 def load_file_targets(
