@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         status = _report(error)
     except click.exceptions.Abort:
         click.echo("error: interrupted", err=True)
+        click.echo("hint: run the command again to resume", err=True)
         status = 130
     except click.UsageError as error:
         status = _report_usage(error)

@@ -33,13 +33,20 @@ def resolve_derivation(store: Any, path: str) -> str:
     """
     store.parse_path(path)
     if not store.is_valid(path):
-        raise DerivationError(path, f"'{path}' is not valid in the store")
+        raise DerivationError(
+            path,
+            f"'{path}' is not valid in the store",
+            "add or build it first ('pyguix derivation add', 'pyguix build')",
+        )
     if path.endswith(".drv"):
         return path
     deriver: str | None = store.query_deriver(path)
     if not deriver or not store.is_valid(deriver):
         raise DerivationError(
-            path, f"'{path}' is not a derivation and has no known deriver in the store"
+            path,
+            f"'{path}' is not a derivation and has no known deriver in the store",
+            "give a .drv path, or an output that pyguix built (added items, "
+            "imports without a deriver and sources have none)",
         )
     return deriver
 
@@ -106,6 +113,8 @@ def add(ctx: click.Context, dry_run: bool, file: str) -> None:
         raise DerivationError(
             claimed,
             f"the JSON names the derivation '{claimed}', but its path is '{path}'",
+            "the JSON was edited or made for another store directory: fix its "
+            "key, or its fields, so that both agree",
         )
 
     missing = drv.references() - store.query_valid(drv.references())

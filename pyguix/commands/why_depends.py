@@ -54,7 +54,12 @@ def command(ctx: click.Context, all_paths: bool, source: str, target: str) -> No
         drv_graph.why_depends(graph, root, node, all_paths) if node in graph else []
     )
     if not chains:
-        raise DerivationError(source, f"'{source}' does not depend on '{target}'")
+        raise DerivationError(
+            source,
+            f"'{source}' does not depend on '{target}'",
+            "compare 'pyguix store query --requisites' of the first (or "
+            "'pyguix graph' of a .drv) with the second",
+        )
     for index, chain in enumerate(chains):
         if index:
             click.echo()
