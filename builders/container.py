@@ -85,6 +85,17 @@ neither set the host name nor mount a new ``/proc``).  Ids are unchanged
 has the rights over every namespace of the container, the mount namespace
 included, as before.
 
+Reading a container's files from the host
+------------------------------------------
+
+:func:`open_in_root` and the readers built on it look a path up as a
+process whose root is ``/proc/PID/root`` would, one ``O_NOFOLLOW``
+component at a time relative to directory descriptors, expanding symlinks
+by hand (an absolute one restarts at the root, ``..`` stops there), as
+``openat2``'s ``RESOLVE_IN_ROOT``, which Python does not expose.  A
+container that links ``/var/log/x.log`` to a host path thus never makes
+``pyguix container logs`` print a host file.
+
 Note: this module imports only :mod:`builders.linux` and
 :mod:`store.errors`, so that the module closure a ``run-container`` script
 carries into the store stays small; keep it so.
@@ -114,10 +125,15 @@ __all__ = [
     "BindMount",
     "ContainerError",
     "FileSystemSpec",
+    "MAX_SYMLINKS",
     "call_with_container",
     "container_excursion",
     "enter_hint",
     "exit_status",
+    "list_directory_in_root",
+    "open_in_root",
+    "read_file_in_root",
+    "read_link_in_root",
 ]
 
 #: The namespaces a container gets by default, as Guix's ``%namespaces``
@@ -1164,11 +1180,7 @@ def _excursion_child(
 ) -> NoReturn:
     try:
         _close_fds_except({report})
-        targets = []
-        for name in _EXCURSION_ORDER:
-            path = f"/proc/{pid}/ns/{name}"
-            if os.readlink(path) != os.readlink(f"/proc/self/ns/{name}"):
-                targets.append((name, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+        targets = _namespaces_to_join(pid)
         for name, fd in targets:
             linux.setns(fd, linux.NAMESPACE_FLAGS[name])
             os.close(fd)
@@ -1184,6 +1196,29 @@ def _excursion_child(
     except BaseException as error:  # noqa: BLE001 - reported to the caller
         _send(report, error_message(error))
         os._exit(127)
+
+
+def _namespaces_to_join(pid: int) -> list[tuple[str, int]]:
+    """Open the namespaces of ``pid`` that are not ours, in the order to
+    join them.
+
+    :raises ContainerError: they cannot be read, as those of a process of
+        another user, or one the kernel does not let us trace.
+    """
+    targets = []
+    try:
+        for name in _EXCURSION_ORDER:
+            path = f"/proc/{pid}/ns/{name}"
+            if os.readlink(path) != os.readlink(f"/proc/self/ns/{name}"):
+                targets.append((name, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+    except OSError as error:
+        raise ContainerError(
+            f"cannot enter the namespaces of process '{pid}': "
+            f"'{error.filename}': {error.strerror}",
+            "run as root, or as the user who started the container; "
+            "'pyguix container list' shows the containers",
+        ) from None
+    return targets
 
 
 def _become_root_if_mapped() -> None:
@@ -1216,3 +1251,131 @@ def _exec_or_report(
         )
         _send(report, {"error": {"kind": "setup", "message": message, "hint": hint}})
     os._exit(127)
+
+
+# ---------------------------------------------------------------------------
+# Files of a running container, read from the host
+
+
+MAX_SYMLINKS = 40
+"""Symlinks followed in one lookup before ``ELOOP``, as Linux's limit."""
+
+
+def open_in_root(root: str, path: str, *, follow: bool = True) -> int:
+    """Return an ``O_PATH`` descriptor of ``path`` as a process whose root
+    is ``root`` sees it (``openat2``'s ``RESOLVE_IN_ROOT``).
+
+    Every component is opened with ``O_NOFOLLOW`` relative to its parent's
+    descriptor, so that nothing is looked up twice and a swap between steps
+    cannot lead elsewhere; a symlink is read and expanded by hand: an
+    absolute one starts again at ``root``, ``..`` stops at ``root``.  So a
+    container's ``/proc/PID/root`` never leads a host process out of it.
+
+    :param follow: follow a symlink in the last component too.
+    :raises OSError: a component is missing (``ENOENT``) or not a directory
+        (``ENOTDIR``), or more than :data:`MAX_SYMLINKS` links (``ELOOP``).
+    """
+    flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+    # The root itself is followed: /proc/PID/root is a link to it.
+    parents = [os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)]
+    pending = _components(path)
+    links = 0
+    try:
+        while pending:
+            name = pending.pop(0)
+            if name == "..":
+                if len(parents) > 1:
+                    os.close(parents.pop())
+                continue
+
+            fd = os.open(name, flags, dir_fd=parents[-1])
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISLNK(mode) and (pending or follow):
+                links += 1
+                pending = _expand_link(fd, pending, parents, links, path)
+                continue
+            if pending and not stat.S_ISDIR(mode):
+                os.close(fd)
+                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+            parents.append(fd)
+        return parents.pop()
+    finally:
+        for fd in parents:
+            os.close(fd)
+
+
+def _components(path: str) -> list[str]:
+    """Return the names of ``path``, without empty ones and ``.``."""
+    return [name for name in path.split("/") if name not in ("", ".")]
+
+
+def _expand_link(
+    fd: int, pending: list[str], parents: list[int], links: int, path: str
+) -> list[str]:
+    """Return the names left to resolve once the symlink ``fd`` is read
+    (and closed); an absolute target drops ``parents`` back to the root."""
+    try:
+        target = os.readlink("", dir_fd=fd)
+    finally:
+        os.close(fd)
+    if links > MAX_SYMLINKS:
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+    if target.startswith("/"):
+        while len(parents) > 1:
+            os.close(parents.pop())
+    return [*_components(target), *pending]
+
+
+def _reopen(fd: int, flags: int) -> int:
+    """Return a new descriptor of the file ``fd`` (``O_PATH``) refers to."""
+    return os.open(f"/proc/self/fd/{fd}", flags | os.O_CLOEXEC)
+
+
+def read_file_in_root(root: str, path: str) -> bytes:
+    """Return the contents of the regular file ``path`` of ``root`` (see
+    :func:`open_in_root`).
+
+    :raises OSError: as :func:`open_in_root`; ``EINVAL`` when ``path`` is
+        not a regular file (a FIFO, a device, a directory).
+    """
+    fd = open_in_root(root, path)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        with os.fdopen(_reopen(fd, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+            return file.read()
+    finally:
+        os.close(fd)
+
+
+def list_directory_in_root(root: str, path: str) -> list[str]:
+    """Return the names in the directory ``path`` of ``root`` (see
+    :func:`open_in_root`).
+
+    :raises OSError: as :func:`open_in_root`, ``ENOTDIR`` for a file.
+    """
+    fd = open_in_root(root, path)
+    try:
+        directory = _reopen(fd, os.O_RDONLY | os.O_DIRECTORY)
+    finally:
+        os.close(fd)
+    try:
+        return os.listdir(directory)
+    finally:
+        os.close(directory)
+
+
+def read_link_in_root(root: str, path: str) -> str:
+    """Return the target of the symlink ``path`` of ``root``, its parents
+    resolved as :func:`open_in_root` does.
+
+    :raises OSError: as :func:`open_in_root`; ``EINVAL`` when ``path`` is
+        not a symlink.
+    """
+    fd = open_in_root(root, path, follow=False)
+    try:
+        if not stat.S_ISLNK(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a symbolic link", path)
+        return os.readlink("", dir_fd=fd)
+    finally:
+        os.close(fd)

@@ -16,6 +16,12 @@ File formats (one line per entry, fields separated by ``:``)::
     group   NAME:x:GID:MEMBER,MEMBER,...
     shadow  NAME:PASSWORD:LASTCHANGE:0:99999:7:::   (PASSWORD "!" when locked)
 
+:func:`allocate_accounts`, run when a system is lowered, refuses what
+would corrupt the files or fail at activation, as Guix's account checks:
+names declared twice, invalid names (:func:`check_name`), homes that are
+not absolute, fields holding ``:`` or newlines, undeclared groups and
+shared ids.
+
 The declarations given to activation (``declaration=True``) have the same
 formats but for ids: an allocated ``UID`` or ``GID`` is empty, or
 ``system`` for a system account; a user's ``GID`` is its group's name when
@@ -24,9 +30,9 @@ the group's id is allocated; ``LASTCHANGE`` is empty (the activation day).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
 
 from store.errors import PyguixError
 from system.activation import NoFreeIdError, allocate_ids
@@ -40,12 +46,11 @@ __all__ = [
     "UserAccount",
     "UserGroup",
     "allocate_accounts",
+    "check_name",
     "group_text",
     "passwd_text",
     "shadow_text",
 ]
-
-T = TypeVar("T", "UserAccount", "UserGroup")
 
 
 class AccountError(PyguixError):
@@ -175,13 +180,15 @@ def allocate_accounts(
     """Return ``users`` and ``groups`` with ids given to those without one,
     as activation gives them on a system with no accounts yet.
 
-    The first occurrence of a name wins, as later ones would shadow it.
-
-    :raises AccountError: when two entries share an id, a user's group does
-        not exist, or the ids run out.
+    :raises AccountError: when a name is invalid (see :func:`check_name`)
+        or declared twice, a home directory is not absolute, two entries
+        share an id, a user's group does not exist, or the ids run out.
     """
-    group_list = _first_of_each(groups)
-    user_list = _first_of_each(users)
+    group_list = list(groups)
+    user_list = list(users)
+    _check_names([group.name for group in group_list], "group")
+    _check_names([user.name for user in user_list], "user")
+    _check_user_fields(user_list)
     _check_ids([(group.name, group.id) for group in group_list], "group")
     _check_groups(user_list, {group.name for group in group_list})
     _check_ids([(user.name, user.uid) for user in user_list], "user")
@@ -200,15 +207,62 @@ def allocate_accounts(
     )
 
 
-def _first_of_each(items: Iterable[T]) -> list[T]:
-    """Return ``items`` without later entries of a name already seen."""
+def check_name(name: str, what: str) -> None:
+    """Reject a user or group name that would corrupt the account files or
+    read as an option: empty, holding ``:``, ``/``, ``,`` or white space
+    (newlines included), or starting with ``-``.
+
+    :param what: ``user`` or ``group``, for the message.
+    :raises AccountError: the name is invalid.
+    """
+    if name and not name.startswith("-") and not _NAME_FORBIDDEN.search(name):
+        return
+    raise AccountError(
+        name,
+        f"invalid {what} name {name!r}: a name is not empty, does not start "
+        "with '-' and holds no ':', '/', ',' or white space",
+        "use letters, digits, '_', '-' and '.', as 'alice' or 'www-data'",
+    )
+
+
+_NAME_FORBIDDEN = re.compile(r"[:/,\s]")
+
+
+def _check_names(names: Sequence[str], what: str) -> None:
+    """Reject an invalid name, or one given twice (Guix's duplicate
+    account check)."""
     seen: set[str] = set()
-    result: list[T] = []
-    for item in items:
-        if item.name not in seen:
-            seen.add(item.name)
-            result.append(item)
-    return result
+    for name in names:
+        check_name(name, what)
+        if name in seen:
+            raise AccountError(
+                name,
+                f"{what} '{name}' is declared more than once",
+                f"declare each {what} once; root, nobody and the base groups "
+                "are already there",
+            )
+        seen.add(name)
+
+
+def _check_user_fields(users: Iterable[UserAccount]) -> None:
+    """Reject a home directory that is not absolute, and a home, comment
+    or shell holding a ``:`` or a newline (a field of ``/etc/passwd``)."""
+    for user in users:
+        if not user.home.startswith("/"):
+            raise AccountError(
+                user.name,
+                f"home directory '{user.home}' of user '{user.name}' is not absolute",
+                f"give an absolute path, as '/home/{user.name}'",
+            )
+        for field_name in ("home", "comment", "shell"):
+            value = getattr(user, field_name)
+            if ":" in value or "\n" in value:
+                raise AccountError(
+                    user.name,
+                    f"the {field_name} of user '{user.name}' holds a ':' or a "
+                    f"newline: {value!r}",
+                    "remove it: the fields of /etc/passwd are separated by ':'",
+                )
 
 
 def _check_ids(entries: Iterable[tuple[str, int | None]], what: str) -> None:

@@ -47,7 +47,12 @@ from system.accounts import (
     shadow_text,
 )
 from system.profiles import profile
-from system.services import ServiceError, service_extension, service_type
+from system.services import (
+    ServiceError,
+    concatenate,
+    service_extension,
+    service_type,
+)
 
 __all__ = [
     "HostEntry",
@@ -64,11 +69,6 @@ __all__ = [
     "profile_service_type",
     "system_service_type",
 ]
-
-
-def _concatenate(lists: Iterable[Iterable[Any]]) -> tuple[Any, ...]:
-    """Return the items of ``lists`` in one tuple."""
-    return tuple(item for items in lists for item in items)
 
 
 def _append(value: Iterable[Any], extensions: Iterable[Any]) -> tuple[Any, ...]:
@@ -98,7 +98,7 @@ def _unique_entries(
 
 system_service_type = service_type(
     "system",
-    compose=_concatenate,
+    compose=concatenate,
     extend=lambda entries, more: file_union(
         "system", _unique_entries([*entries, *more], "the system directory")
     ),
@@ -184,7 +184,7 @@ activation_service_type = service_type(
             ),
         ),
     ],
-    compose=_concatenate,
+    compose=concatenate,
     extend=lambda _, snippets: _activate_program(snippets),
     default_value=None,
     description="Make the activate program, which switches /run/current-system "
@@ -221,7 +221,7 @@ etc_service_type = service_type(
             ],
         ),
     ],
-    compose=_concatenate,
+    compose=concatenate,
     extend=lambda entries, more: _unique_entries([*entries, *more], "/etc"),
     default_value=(),
     description="Populate /etc with links into the store's etc directory.",
@@ -261,7 +261,7 @@ account_service_type = service_type(
             lambda accounts: [("accounts", _accounts_snippet(accounts))],
         )
     ],
-    compose=_concatenate,
+    compose=concatenate,
     extend=_append,
     default_value=(),
     description="Write /etc/passwd, /etc/group and /etc/shadow and create the "
@@ -307,7 +307,7 @@ hosts_service_type = service_type(
             lambda entries: [("hosts", plain_file("hosts", _hosts_text(entries)))],
         )
     ],
-    compose=_concatenate,
+    compose=concatenate,
     extend=_append,
     default_value=(),
     description="Write /etc/hosts.",
@@ -352,7 +352,7 @@ def _profile_entry(packages: Sequence[Any]) -> list[tuple[str, Any]]:
 profile_service_type = service_type(
     "profile",
     [service_extension(system_service_type, _profile_entry)],
-    compose=_concatenate,
+    compose=concatenate,
     extend=_append,
     default_value=(),
     description="Make the system profile, /run/current-system/profile, from "

@@ -27,7 +27,10 @@ network is decided when the script is built (``pyguix system container
 script was built without it.  Each ``--pid-file`` receives the container's
 PID (the bare number) once it runs.  A writable mapping onto ``/tmp``,
 ``/run`` or ``/var/run``, or below, is refused: the boot empties them, and
-would empty the host directory with them.
+would empty the host directory with them.  So is a run-time mapping onto
+``/``, the store, ``/proc``, ``/sys`` or ``/dev`` (or below), or onto the
+target of another mapping, as :func:`~system.file_systems.check_mappings`
+refuses them when the script is built.
 
 Unlike Guix's script, this one exits with the container's status: the
 init's exit code, 128 plus a signal when it was killed, 1 when the
@@ -57,7 +60,11 @@ from typing import Any
 from derivations.gexp import gexp, with_imported_modules
 from derivations.lowering import gexp_to_script
 from derivations.monad import current_store, monadic
-from system.file_systems import CONTAINER_FILE_SYSTEMS, FileSystemMapping
+from system.file_systems import (
+    CONTAINER_FILE_SYSTEMS,
+    FileSystemMapping,
+    check_mappings,
+)
 from system.linux_container import containerized_operating_system, with_store_mapping
 from system.operating_system import (
     OperatingSystem,
@@ -194,6 +201,23 @@ def check_not_emptied(fs):
             sys.exit(1)
 
 
+def check_run_time_target(fs, taken):
+    # As 'pyguix system container' refuses them when it builds the script.
+    target = "/" + os.path.normpath(fs.target).lstrip("/")
+    below = [d for d in (STORE_DIR, "/proc", "/sys", "/dev")
+             if target == d or target.startswith(d + "/")]
+    if target == "/" or below:
+        say(f"run-container: error: cannot map '{fs.source}' onto '{fs.target}', "
+            "which the container runtime mounts itself")
+        say(f"hint: map it elsewhere, as '{fs.source}=/exchange'")
+        sys.exit(1)
+    if target in taken:
+        say(f"run-container: error: two mappings onto '{target}'")
+        say("hint: give each mapping its own target")
+        sys.exit(1)
+    taken.add(target)
+
+
 def interpreter_mounts(taken):
     return [
         container.BindMount(path, path)
@@ -229,6 +253,9 @@ def main(argv):
             "built; rebuild with 'pyguix system container --network'")
     mounts = [mapping(spec, True) for spec in options.share]
     mounts += [mapping(spec, False) for spec in options.expose]
+    taken = {"/" + os.path.normpath(spec[1]).lstrip("/") for spec in SPECS}
+    for fs in mounts:
+        check_run_time_target(fs, taken)
     mounts += [from_spec(spec) for spec in SPECS]
     mounts = [fs for fs in mounts if present(fs)]
     for fs in mounts:
@@ -273,8 +300,12 @@ def container_script(
 
     :param mappings: host files the container always gets, after the store.
     :param shared_network: whether the container uses the host's network.
+    :raises FileSystemError: a mapping is refused by
+        :func:`~system.file_systems.check_mappings`.
     """
     store = yield current_store()
+    mappings = list(mappings)
+    check_mappings(mappings, store.store_dir)
     container = containerized_operating_system(
         os_,
         with_store_mapping(mappings, store.store_dir),

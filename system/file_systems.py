@@ -6,6 +6,10 @@ bind into a container, and where, read-only unless ``writable``.  The
 ``--share``/``--expose`` syntax is ``SRC`` or ``SRC=DST``, split at the
 first ``=``.
 
+:func:`check_mappings` refuses mappings a container cannot honour: a
+relative source or target, a target of ``/``, the store or
+:data:`RESERVED_MAPPING_TARGETS` (or below), two onto one target.
+
 A *spec* is a file system as plain data, so that a script can embed it
 (Guix's ``file-system->spec``)::
 
@@ -19,6 +23,7 @@ A *spec* is a file system as plain data, so that a script can embed it
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +37,8 @@ __all__ = [
     "FileSystem",
     "FileSystemError",
     "FileSystemMapping",
+    "RESERVED_MAPPING_TARGETS",
+    "check_mappings",
     "file_system_mapping_to_bind_mount",
     "file_system_needed_for_boot",
     "file_system_to_spec",
@@ -168,6 +175,77 @@ def specification_to_file_system_mapping(
             "write SOURCE or SOURCE=TARGET",
         )
     return FileSystemMapping(source, target, writable)
+
+
+RESERVED_MAPPING_TARGETS = ("/proc", "/sys", "/dev")
+"""Directories the container runtime mounts itself: a mapping may not
+target them or anything below them (nor ``/`` or the store)."""
+
+
+def check_mappings(mappings: Iterable[FileSystemMapping], store_dir: str) -> None:
+    """Refuse mappings a container cannot honour as asked: a source or
+    target that is not absolute (the command line resolves a relative
+    source first), a target that is ``/``, the store directory or below
+    it, or one of :data:`RESERVED_MAPPING_TARGETS` or below, and two
+    mappings onto one target.
+
+    :raises FileSystemError: naming the first mapping at fault.
+    """
+    taken: dict[str, FileSystemMapping] = {}
+    for mapping in mappings:
+        _check_mapping_paths(mapping)
+        target = _normal_path(mapping.target)
+        reason = _reserved_target_reason(target, store_dir)
+        if reason is not None:
+            raise FileSystemError(
+                mapping,
+                f"cannot map '{mapping.source}' onto '{mapping.target}': {reason}",
+                f"map it elsewhere, as '{mapping.source}=/exchange'",
+            )
+        if target in taken:
+            raise FileSystemError(
+                mapping,
+                f"'{mapping.source}' and '{taken[target].source}' are both mapped "
+                f"onto '{target}'",
+                "give each mapping its own target",
+            )
+        taken[target] = mapping
+
+
+def _check_mapping_paths(mapping: FileSystemMapping) -> None:
+    """Refuse a mapping whose source or target is not absolute."""
+    for what, path in (("source", mapping.source), ("target", mapping.target)):
+        if not path.startswith("/"):
+            raise FileSystemError(
+                mapping,
+                f"mapping {what} '{path}' is not absolute",
+                "give an absolute path; the command line resolves a relative "
+                "source against the current directory",
+            )
+
+
+def _normal_path(path: str) -> str:
+    """Return the absolute ``path`` without ``.``, ``..``, or repeated or
+    trailing slashes."""
+    return "/" + posixpath.normpath(path).lstrip("/")
+
+
+def _reserved_target_reason(target: str, store_dir: str) -> str | None:
+    """Return why the normal path ``target`` cannot be mapped onto, or
+    ``None``."""
+    if target == "/":
+        return "the container's root is a fresh tmpfs"
+    if _is_within(target, _normal_path(store_dir)):
+        return f"the store '{store_dir}' is mapped read-only by the container itself"
+    for reserved in RESERVED_MAPPING_TARGETS:
+        if _is_within(target, reserved):
+            return f"the container runtime mounts '{reserved}' itself"
+    return None
+
+
+def _is_within(path: str, directory: str) -> bool:
+    """Tell whether ``path`` is ``directory`` or below it (both normal)."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def file_system_mapping_to_bind_mount(mapping: FileSystemMapping) -> FileSystem:

@@ -46,7 +46,7 @@ from system.init_spec import (
     parse_readiness,
     readiness_to_json,
 )
-from system.services import ServiceError, service_extension, service_type
+from system.services import ServiceError, concatenate, service_extension, service_type
 
 __all__ = [
     "InitService",
@@ -349,7 +349,7 @@ init_service_type = service_type(
         ),
         service_extension(boot_service_type, _init_boot_snippet),
     ],
-    compose=lambda lists: tuple(svc for items in lists for svc in items),
+    compose=concatenate,
     extend=lambda value, more: tuple(init_start_order([*value, *more])),
     default_value=(),
     description="Run the init supervisor as PID 1, with the services that "

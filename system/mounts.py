@@ -24,7 +24,7 @@ from derivations.file_like import program_file
 from derivations.gexp import gexp
 from system.file_systems import FileSystem, file_system_to_spec, is_bind_mount
 from system.init_services import InitService, init_service_type
-from system.services import service_extension, service_type
+from system.services import concatenate, service_extension, service_type
 
 __all__ = [
     "file_system_service_name",
@@ -117,7 +117,7 @@ def _mount_services(file_systems: Sequence[FileSystem]) -> list[InitService]:
 file_system_service_type = service_type(
     "file-systems",
     [service_extension(init_service_type, _mount_services)],
-    compose=lambda lists: tuple(fs for items in lists for fs in items),
+    compose=concatenate,
     extend=lambda value, more: (*value, *more),
     default_value=(),
     description="Mount the file systems the system does not need at boot, "

@@ -8,6 +8,12 @@ service gives the system directory, a file union with ``boot``,
 ``activate``, ``etc``, ``profile``, ``locale``, ``kernel``,
 ``parameters`` and ``services.json``.
 
+Before the system directory is made, :func:`check_operating_system`
+refuses what cannot be built or would fail only at boot: no root file
+system, an invalid host name (RFC 1123), inconsistent accounts, an init
+service running as an undeclared user.  What builds nothing (the service
+graphs) does not need a root file system.
+
 An operating system is itself file-like: a gexp referring to it expands to
 its system directory, and ``lower_object(os)`` lowers that directory; its
 fingerprint (its key in the persistent lowering cache) is that directory's.
@@ -82,6 +88,7 @@ from system.services import (
     Service,
     ServiceError,
     ServiceType,
+    check_services,
     fold_services,
     instantiate_missing_services,
     service,
@@ -91,10 +98,14 @@ __all__ = [
     "DUMMY_KERNEL",
     "EXPRESSION_MODULES",
     "OperatingSystem",
+    "OperatingSystemError",
     "OperatingSystemExpressionError",
     "OperatingSystemFileError",
     "base_etc_entries",
+    "check_host_name",
+    "check_operating_system",
     "default_essential_services",
+    "describe_exception",
     "evaluate_operating_system",
     "load_operating_system",
     "locale_directory",
@@ -161,10 +172,10 @@ class OperatingSystem:
             "services",
         ):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        check_services(self.services)
         if self.essential_services is not None:
-            object.__setattr__(
-                self, "essential_services", tuple(self.essential_services)
-            )
+            essential = tuple(check_services(self.essential_services))
+            object.__setattr__(self, "essential_services", essential)
 
 
 class OperatingSystemFileError(PyguixError):
@@ -197,22 +208,21 @@ def locale_directory(locale: str) -> Any:
     )
 
 
+def _root_devices(os_: OperatingSystem) -> list[str]:
+    """Return the devices of the file systems ``os_`` mounts on ``/``."""
+    return [fs.device for fs in os_.file_systems if fs.mount_point == "/"]
+
+
 def _parameters_file(os_: OperatingSystem) -> Any:
     """Return the ``parameters`` entry: the boot parameters as JSON (Guix's
-    ``boot-parameters``), which needs a root file system.
-
-    :raises ServiceError: when no file system is mounted on ``/``.
-    """
-    roots = [fs for fs in os_.file_systems if fs.mount_point == "/"]
-    if not roots:
-        raise ServiceError(
-            f"operating system '{os_.host_name}' has no root file system",
-            "add a FileSystem mounted on '/'",
-        )
+    ``boot-parameters``), naming the root file system's device; the system
+    directory checks there is one (:func:`check_operating_system`), so
+    that what builds nothing, as the service graphs, does not need one."""
+    roots = _root_devices(os_)
     data = {
         "version": 1,
         "label": f"pyguix system {os_.host_name}",
-        "root_device": roots[0].device,
+        "root_device": roots[0] if roots else None,
         "locale": os_.locale,
         "timezone": os_.timezone,
     }
@@ -305,7 +315,12 @@ def _fold(os_: OperatingSystem, root: ServiceType) -> Any:
 
 
 def operating_system_directory(os_: OperatingSystem) -> Any:
-    """Return the system directory of ``os_``, a file-like object."""
+    """Return the system directory of ``os_``, a file-like object.
+
+    :raises PyguixError: ``os_`` cannot be built (see
+        :func:`check_operating_system`), or its services cannot be folded.
+    """
+    check_operating_system(os_)
     return _fold(os_, system_service_type)
 
 
@@ -355,6 +370,78 @@ def operating_system_boot_file_system_specs(
         for fs in os_.file_systems
         if file_system_needed_for_boot(fs, store_dir) and fs.mount_point != "/"
     ]
+
+
+# ---------------------------------------------------------------------------
+# Checks before lowering
+
+
+class OperatingSystemError(PyguixError):
+    """Report an operating system that cannot be built as declared.
+
+    :param host_name: the host name of the system at fault.
+    """
+
+    def __init__(self, host_name: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.host_name = host_name
+
+
+_HOST_NAME_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def check_operating_system(os_: OperatingSystem) -> None:
+    """Refuse what the system directory of ``os_`` cannot be built from,
+    before anything is lowered or built: no root file system, an invalid
+    host name, an account problem (see
+    :func:`system.accounts.allocate_accounts`), or an init service running
+    as a user no account declares.
+
+    :raises ServiceError: no file system is mounted on ``/``.
+    :raises OperatingSystemError: the host name or an init service's user
+        is invalid.
+    :raises AccountError: the accounts are inconsistent.
+    """
+    if not _root_devices(os_):
+        raise ServiceError(
+            f"operating system '{os_.host_name}' has no root file system",
+            "add a FileSystem mounted on '/'",
+        )
+    check_host_name(os_.host_name)
+    _check_init_users(os_)
+
+
+def check_host_name(name: str) -> None:
+    """Refuse a host name that is not RFC 1123's: dot-separated labels of
+    letters, digits and inner hyphens, 63 characters each at most, 253 in
+    all.
+
+    :raises OperatingSystemError: the name is not valid.
+    """
+    labels = name.split(".")
+    if len(name) <= 253 and all(_HOST_NAME_LABEL.fullmatch(label) for label in labels):
+        return
+    raise OperatingSystemError(
+        name,
+        f"invalid host name {name!r}: a host name is labels of letters, digits "
+        "and inner hyphens (63 characters at most) separated by dots, 253 "
+        "characters in all",
+        "choose a name such as 'web-1' or 'web-1.example.org'",
+    )
+
+
+def _check_init_users(os_: OperatingSystem) -> None:
+    """Refuse an init service whose ``user`` no account declares, which
+    would fail only at boot."""
+    names = {user.name for user in operating_system_user_accounts(os_).users}
+    for svc in operating_system_init_services(os_):
+        if svc.user is not None and svc.user not in names:
+            raise OperatingSystemError(
+                os_.host_name,
+                f"init service '{svc.name}' runs as user '{svc.user}', "
+                "which no account declares",
+                "add a UserAccount of that name to the users, or fix 'user'",
+            )
 
 
 # ---------------------------------------------------------------------------
@@ -458,7 +545,7 @@ def evaluate_operating_system(expression: str) -> OperatingSystem:
     namespace = _expression_namespace(expression, module)
     try:
         value = eval(code, namespace)  # noqa: S307 - evaluating it is the point
-    except Exception as error:  # noqa: BLE001 - the user's code failed
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - the user's code failed
         raise OperatingSystemExpressionError(
             expression,
             f"evaluating expression '{expression}' failed: {_describe(error)}",
@@ -500,7 +587,7 @@ def _expression_namespace(expression: str, module: str | None) -> dict[str, Any]
 
     try:
         return dict(vars(importlib.import_module(module)))
-    except Exception as error:  # noqa: BLE001 - the user's module failed
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - the user's module failed
         raise OperatingSystemExpressionError(
             expression,
             f"importing module '{module}' of expression '{expression}' failed: "
@@ -509,8 +596,16 @@ def _expression_namespace(expression: str, module: str | None) -> dict[str, Any]
         ) from error
 
 
-def _describe(error: Exception) -> str:
+def _describe(error: BaseException) -> str:
     """Return ``TYPE: MESSAGE`` of ``error``, or a pyguix error's message."""
     if isinstance(error, PyguixError):
         return error.message
+    return describe_exception(error)
+
+
+def describe_exception(error: BaseException) -> str:
+    """Return ``TYPE: MESSAGE`` of an exception raised by the user's code;
+    ``SystemExit: CODE`` for ``sys.exit(CODE)`` (``None`` for ``exit()``)."""
+    if isinstance(error, SystemExit):
+        return f"SystemExit: {error.code}"
     return f"{type(error).__name__}: {error}"

@@ -18,6 +18,15 @@ exactly one instance of its target type: none is a
 :class:`MissingTargetServiceError`, several an
 :class:`AmbiguousTargetServiceError`, with Guix's messages.
 
+Service types declare no type for their values, so folding checks the
+common mistakes itself: every item must be a :class:`Service`
+(:func:`check_services`, also run by the operating-system record), an
+extension of a type composing with :func:`concatenate` must be a list or
+tuple, and an extension, ``compose`` or ``extend`` function that raises
+(``sys.exit`` included), as a value of the wrong type makes it do, becomes
+a :class:`ServiceError` naming the service type, the function's role and
+what it raised.
+
 Service types and services compare by identity, as Guix's records compared
 with ``eq?``: two separately created types named alike are different types.
 """
@@ -40,6 +49,8 @@ __all__ = [
     "ServiceError",
     "ServiceExtension",
     "ServiceType",
+    "check_services",
+    "concatenate",
     "fold_services",
     "instantiate_missing_services",
     "modify_services",
@@ -161,7 +172,8 @@ class ServiceType:
     """The types it extends and how."""
 
     compose: Callable[[list[Any]], Any] | None = None
-    """Turns the list of extensions it receives into one value."""
+    """Turns the list of extensions it receives into one value; with
+    :func:`concatenate`, each extension must be a list or a tuple."""
 
     extend: Callable[[Any, Any], Any] | None = None
     """``extend(value, composed)`` gives its value once extended; without it,
@@ -218,7 +230,9 @@ def service(kind: ServiceType, value: Any = NO_DEFAULT) -> Service:
 
     :raises MissingValueServiceError: when no value is given and ``kind`` has
         no default.
+    :raises ServiceError: ``kind`` is not a service type.
     """
+    _check_service_type(kind, "service(kind, value)")
     if value is NO_DEFAULT:
         if kind.default_value is NO_DEFAULT:
             raise MissingValueServiceError(kind)
@@ -228,13 +242,48 @@ def service(kind: ServiceType, value: Any = NO_DEFAULT) -> Service:
 
 def simple_service(name: str, target: ServiceType, value: Any) -> Service:
     """Return a service extending ``target`` with ``value`` as it is, an
-    instance of a fresh type ``name`` (Guix's ``simple-service``)."""
+    instance of a fresh type ``name`` (Guix's ``simple-service``).
+
+    :raises ServiceError: ``target`` is not a service type, or composes
+        lists (:func:`concatenate`) and ``value`` is not a list or tuple.
+    """
+    _check_service_type(target, "simple_service(name, target, value)")
+    if target.compose is concatenate and not isinstance(value, (list, tuple)):
+        raise ServiceError(
+            f"simple service '{name}' extends '{target.name}' with "
+            f"{_shown(value)}, not a list",
+            f"give a list of values: simple_service({name!r}, ..., [value])",
+        )
     kind = service_type(
         name,
         [service_extension(target, lambda x: x)],
         description="This is a simple service.",
     )
     return Service(kind, value)
+
+
+def concatenate(lists: Iterable[Iterable[Any]]) -> tuple[Any, ...]:
+    """Return the items of ``lists`` in one tuple: the usual ``compose`` of
+    a service type whose extensions are lists (as Guix's types use
+    ``concatenate``); folding checks that each extension is one."""
+    return tuple(item for items in lists for item in items)
+
+
+def _check_service_type(kind: object, where: str) -> None:
+    """Refuse ``kind`` if it is not a :class:`ServiceType`."""
+    if not isinstance(kind, ServiceType):
+        raise ServiceError(
+            f"{where} needs a service type, not {_shown(kind)}",
+            "give a service type, as log_collector_service_type",
+        )
+
+
+def _shown(value: object) -> str:
+    """Return ``value`` for a message: its type and a short repr."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"a {type(value).__name__} ({text})"
 
 
 def services_of_type(services: Iterable[Service], kind: ServiceType) -> list[Service]:
@@ -302,8 +351,9 @@ def instantiate_missing_services(services: Iterable[Service]) -> list[Service]:
     missing (Guix's ``instantiate-missing-services``).
 
     :raises MissingTargetServiceError: for a missing type without a default.
+    :raises ServiceError: an item of ``services`` is not a service.
     """
-    result = list(services)
+    result = check_services(services)
     while True:
         present = {id(svc.kind) for svc in result}
         added: list[Service] = []
@@ -364,12 +414,15 @@ def fold_services(
     :raises MissingTargetServiceError: when the root or an extension's
         target has no instance ("service of type 'X' not found" for the root).
     :raises AmbiguousTargetServiceError: when one has several instances.
+    :raises ServiceError: an item is not a service, an extension of a type
+        composing lists is not a list, or a function of a service type
+        raised (the message names the type, the function and the error).
     """
     if target_type is None:
         from system.base import system_service_type
 
         target_type = system_service_type
-    items = list(services)
+    items = check_services(services)
     dependents = service_back_edges(items)
     root = _unique_instance(items, target_type, None)
     folded: dict[int, Service] = {}
@@ -378,20 +431,98 @@ def fold_services(
         done = folded.get(id(sink))
         if done is not None:
             return done
+        extenders = dependents(sink)
         extensions = [
-            _extension_to(dependent.kind, sink.kind).compute(fold(dependent).value)
-            for dependent in dependents(sink)
+            _extension_value(extender, fold(extender).value, sink.kind)
+            for extender in extenders
         ]
         result = sink
         if sink.kind.extend is not None:
-            compose = sink.kind.compose or (lambda values: values)
-            result = Service(
-                sink.kind, sink.kind.extend(sink.value, compose(extensions))
-            )
+            result = Service(sink.kind, _extended_value(sink, extensions, extenders))
         folded[id(sink)] = result
         return result
 
     return fold(root)
+
+
+def check_services(services: Iterable[Service]) -> list[Service]:
+    """Return ``services`` as a list, refusing an item that is not a
+    service (a service type given without ``service(...)``, a string...).
+
+    :raises ServiceError: naming the first such item.
+    """
+    items = list(services)
+    for item in items:
+        if not isinstance(item, Service) or not isinstance(item.kind, ServiceType):
+            hint = "give service(kind, value) instances"
+            if isinstance(item, ServiceType):
+                hint = f"wrap the type '{item.name}' in service(kind, value)"
+            raise ServiceError(f"{_shown(item)} in the services is not a service", hint)
+    return items
+
+
+def _extension_value(extender: Service, value: Any, target: ServiceType) -> Any:
+    """Return what ``extender``, folded to ``value``, contributes to its
+    instance of ``target``."""
+    name = extender.kind.name
+    compute = _extension_to(extender.kind, target).compute
+    contribution = _call_service_function(
+        compute,
+        (value,),
+        f"service '{name}' failed to extend '{target.name}': its extension function",
+        f"check the value of service '{name}', {_shown(value)}",
+    )
+    if target.compose is concatenate and not isinstance(contribution, (list, tuple)):
+        raise ServiceError(
+            f"service '{name}' extends '{target.name}' with "
+            f"{_shown(contribution)}, not a list",
+            f"make the extension of '{target.name}' by '{name}' give a list",
+        )
+    return contribution
+
+
+def _extended_value(
+    sink: Service, extensions: list[Any], extenders: list[Service]
+) -> Any:
+    """Return the value of ``sink`` extended with ``extensions``."""
+    kind = sink.kind
+    assert kind.extend is not None
+    names = ", ".join(f"'{extender.kind.name}'" for extender in extenders) or "none"
+    hint = f"check the values its extensions give; they come from: {names}"
+    composed = extensions
+    if kind.compose is not None:
+        composed = _call_service_function(
+            kind.compose,
+            (extensions,),
+            f"service '{kind.name}' failed to compose its extensions: its compose "
+            "function",
+            hint,
+        )
+    return _call_service_function(
+        kind.extend,
+        (sink.value, composed),
+        f"service '{kind.name}' failed to take its extensions: its extend function",
+        hint,
+    )
+
+
+def _call_service_function(
+    function: Callable[..., Any], arguments: tuple[Any, ...], what: str, hint: str
+) -> Any:
+    """Return ``function(*arguments)``, a function of a service type that
+    may be the user's: what it raises (``sys.exit`` included) becomes a
+    :class:`ServiceError` saying ``what`` raised it; pyguix errors pass."""
+    try:
+        return function(*arguments)
+    except PyguixError:
+        raise
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - the user's function
+        detail = (
+            f"SystemExit: {error.code}"
+            if isinstance(error, SystemExit)
+            else (f"{type(error).__name__}: {error}")
+        )
+        raise ServiceError(f"{what} raised {detail}", hint) from error
 
 
 def _extension_to(kind: ServiceType, target: ServiceType) -> ServiceExtension:

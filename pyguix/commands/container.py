@@ -8,7 +8,9 @@
     environment is the one PID started with, plus ``TERM`` from here, so a
     bare command name is found on the container's ``PATH``.  A non-zero
     status is reported as "process exited with status N" and makes the
-    command exit with 1.
+    command exit with 1.  A process whose user, mount and PID namespaces
+    are all ours is not in a container and is refused, as ``stop``
+    refuses what is not a container's init; any other may be entered.
 
 The others go beyond Guix.  A running pyguix system container is found from
 the host as a process that is PID 1 of a PID namespace other than ours and
@@ -16,11 +18,17 @@ whose root holds the init's status file, ``/run/pyguix/init.status`` (see
 :mod:`system.init`), read through ``/proc/PID/root``.  Nothing is
 registered anywhere, so nothing can go stale.
 
+Files of a container are read with
+:func:`builders.container.read_file_in_root` and its kin, which resolve
+every component inside the container's root: a symlink the container made
+to a host path never leads a host administrator's command out of it.
+
 ``list``
     prints PID (on the host), host name, system directory and uptime of
     each running container.
 ``logs PID [SERVICE]``
-    prints ``/var/log/SERVICE.log`` of the container, or its ``init.log``.
+    prints ``/var/log/SERVICE.log`` of the container, or its ``init.log``;
+    SERVICE is a plain name (no ``/``, not ``.`` or ``..``).
 ``stop PID [--timeout S]``
     sends SIGTERM to the container's init, which stops its services; sends
     SIGKILL if it still runs after S seconds (default 10).
@@ -40,7 +48,13 @@ from dataclasses import dataclass
 import click
 
 from builders import linux
-from builders.container import ContainerError, container_excursion
+from builders.container import (
+    ContainerError,
+    container_excursion,
+    list_directory_in_root,
+    read_file_in_root,
+    read_link_in_root,
+)
 from store.errors import PyguixError
 
 __all__ = [
@@ -89,16 +103,26 @@ def is_container_init(pid: int) -> bool:
         return False
     if len(numbers) < 2 or numbers[-1] != 1:
         return False
-    return os.path.isfile(f"/proc/{pid}/root/{STATUS_FILE}")
+    try:
+        read_file_in_root(_root(pid), STATUS_FILE)
+    except OSError:
+        return False
+    return True
+
+
+def _root(pid: int) -> str:
+    """Return the host path of the root of ``pid``; files under it are
+    read with :func:`builders.container.read_file_in_root` and its kin,
+    which keep symlinks inside that root."""
+    return f"/proc/{pid}/root"
 
 
 def _read_status(pid: int) -> dict[str, object]:
     try:
-        with open(f"/proc/{pid}/root/{STATUS_FILE}", encoding="utf-8") as stream:
-            document: dict[str, object] = json.load(stream)
+        document = json.loads(read_file_in_root(_root(pid), STATUS_FILE))
     except (OSError, ValueError):
         return {}
-    return document
+    return document if isinstance(document, dict) else {}
 
 
 def _uptime(pid: int) -> float:
@@ -148,7 +172,7 @@ def find_containers() -> list[ContainerInfo]:
             continue
         pid = int(entry)
         try:
-            system: str | None = os.readlink(f"/proc/{pid}/root/run/current-system")
+            system: str | None = read_link_in_root(_root(pid), "run/current-system")
         except OSError:
             system = None
         try:
@@ -194,6 +218,37 @@ def _check_container(pid: int) -> None:
         )
 
 
+def _check_in_container(pid: int) -> None:
+    """Refuse ``pid`` if it is not in a container: its user, mount and PID
+    namespaces are all ours.  Processes of any other namespaces may be
+    entered, as Guix's ``container exec`` allows.
+
+    :raises ContainerError: no such process, its namespaces cannot be read,
+        or they are ours.
+    """
+    if not os.path.isdir(f"/proc/{pid}"):
+        _check_container(pid)
+    try:
+        own = [_same_namespace(pid, name) for name in ("user", "mnt", "pid")]
+    except OSError as error:
+        raise ContainerError(
+            f"cannot read the namespaces of process '{pid}': {error.strerror}",
+            "run as root, or as the user who started the container; "
+            "'pyguix container list' shows the containers",
+        ) from None
+    if all(own):
+        raise ContainerError(
+            f"process '{pid}' is not in a container: its user, mount and PID "
+            "namespaces are this command's own",
+            "give the PID that 'pyguix container list' shows",
+        )
+
+
+def _same_namespace(pid: int, name: str) -> bool:
+    """Tell whether ``pid`` is in our namespace of kind ``name``."""
+    return os.readlink(f"/proc/{pid}/ns/{name}") == os.readlink(f"/proc/self/ns/{name}")
+
+
 @click.group("container")
 def command() -> None:
     """Enter, list, inspect and stop running containers."""
@@ -208,6 +263,7 @@ def command() -> None:
 def exec_command(pid: int, argv: tuple[str, ...]) -> None:
     """Run COMMAND in the container of process PID, with the container's
     environment; a bare name is looked up in the container's PATH."""
+    _check_in_container(pid)
     status = container_excursion(pid, argv, _container_environment(pid))
     if status != 0:
         raise _Exit(f"process exited with status {status}")
@@ -263,27 +319,49 @@ def logs_command(pid: int, service: str | None) -> None:
     """Print the log of SERVICE in the container of PID (default: the init's)."""
     if not os.path.isdir(f"/proc/{pid}"):
         _check_container(pid)
-    name = f"{service}.log" if service else "init.log"
-    log_dir = f"/proc/{pid}/root/var/log"
+    name = "init.log" if service is None else f"{_service_name(service)}.log"
+
+    # Resolved inside the container's root: a symlink there may not lead out.
     try:
-        with open(os.path.join(log_dir, name), "rb") as stream:
-            data = stream.read()
+        data = read_file_in_root(_root(pid), f"{LOG_DIRECTORY}/{name}")
     except FileNotFoundError:
         raise ContainerError(
-            f"container '{pid}' has no log '/var/log/{name}'",
-            "logs there: " + (", ".join(_logs_in(log_dir)) or "none"),
+            f"container '{pid}' has no log '{LOG_DIRECTORY}/{name}'",
+            "logs there: " + (", ".join(_logs_in(pid)) or "none"),
         ) from None
     except OSError as error:
         raise ContainerError(
-            f"cannot read '/var/log/{name}' of container '{pid}': {error.strerror}"
+            f"cannot read '{LOG_DIRECTORY}/{name}' of container '{pid}': "
+            f"{error.strerror}",
+            "a log is a regular file of the container, symlinks resolved inside it",
         ) from None
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
 
 
-def _logs_in(log_dir: str) -> list[str]:
+LOG_DIRECTORY = "/var/log"
+"""Where a container's init and services write their logs."""
+
+
+def _service_name(service: str) -> str:
+    """Return ``service`` if it is a plain name, which names a log file of
+    :data:`LOG_DIRECTORY`.
+
+    :raises ContainerError: it holds a ``/``, or is empty, ``.`` or ``..``.
+    """
+    if service in ("", ".", "..") or "/" in service or "\0" in service:
+        raise ContainerError(
+            f"invalid service name '{service}': a name has no '/' and is not "
+            "'.' or '..'",
+            "give a service name, as in 'pyguix container logs PID httpd'",
+        )
+    return service
+
+
+def _logs_in(pid: int) -> list[str]:
     with contextlib.suppress(OSError):
-        return sorted(n[:-4] for n in os.listdir(log_dir) if n.endswith(".log"))
+        names = list_directory_in_root(_root(pid), LOG_DIRECTORY)
+        return sorted(n[:-4] for n in names if n.endswith(".log"))
     return []
 
 

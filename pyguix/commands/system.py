@@ -25,7 +25,10 @@ last (so that a stray file there cannot hide an installed module).
     builds the ``run-container`` script of the containerized system
     (:func:`system.container_script.container_script`) and prints its store
     path, one line on standard output, as ``guix system container``.
-    ``--share``/``--expose`` are baked into the script, as Guix does, and
+    ``--share``/``--expose`` are baked into the script, as Guix does, a
+    relative source made absolute first; mappings onto ``/``, the store,
+    ``/proc``, ``/sys`` or ``/dev``, or two onto one target, are refused
+    (:func:`system.file_systems.check_mappings`), and
     ``-N``/``--network`` makes it share the host's network.  ``--run`` then
     boots it in the foreground: the mappings of the command line are then
     given to the script at run time instead of being baked in, so the same
@@ -42,8 +45,11 @@ last (so that a stray file there cannot hide an installed module).
 
 Both write Graphviz's DOT language on standard output, or with
 ``--format json`` ``{"name", "nodes": [{"id", "label"}], "edges":
-[{"from", "to"}]}``, sorted (see :mod:`system.graphs`); they build nothing
-and open no store.
+[{"from", "to"}]}``, sorted (see :mod:`system.graphs`); they build nothing,
+open no store and need no root file system.
+
+``sys.exit()`` in an OS file or expression is reported as any other
+failure of it (``SystemExit: CODE``, exit status 1).
 
 With ``--check``, every derivation of the closure (not only the system's
 or the script's) is rebuilt and compared with its valid outputs, as
@@ -96,7 +102,11 @@ def load_os_file(file: str) -> tuple[OperatingSystem, tuple[FileSystemMapping, .
         ``operating_system``, or raised while it ran (the error names its
         type, message and the line of ``file`` where it happened).
     """
-    from system.operating_system import OperatingSystemFileError, load_operating_system
+    from system.operating_system import (
+        OperatingSystemFileError,
+        describe_exception,
+        load_operating_system,
+    )
 
     try:
         return load_operating_system(file)
@@ -109,11 +119,12 @@ def load_os_file(file: str) -> tuple[OperatingSystem, tuple[FileSystemMapping, .
             f"{error.msg} (line {error.lineno})",
             "fix the syntax error",
         ) from None
-    except Exception as error:  # noqa: BLE001 - the user's code failed
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - the user's code failed
+        # SystemExit too: sys.exit() in the file must not end pyguix quietly.
         raise OperatingSystemFileError(
             file,
             f"loading operating system file '{file}' failed{_line_in(file, error)}: "
-            f"{type(error).__name__}: {error}",
+            f"{describe_exception(error)}",
             "fix the file; run with PYGUIX_DEBUG=1 to see the whole trace",
         ) from None
 
@@ -150,8 +161,9 @@ EMPTIED_AT_BOOT = ("/tmp", "/run", "/var/run")
 def _mappings(shares: Sequence[str], exposes: Sequence[str]) -> list[FileSystemMapping]:
     """Return the mappings of ``--share`` (writable) and ``--expose`` options.
 
-    :raises PyguixError: a writable mapping targets a directory the boot
-        empties, which would empty the host directory too.
+    :raises PyguixError: a spec is malformed, or a writable mapping targets
+        a directory the boot empties, which would empty the host directory
+        too.
     """
     from system.file_systems import specification_to_file_system_mapping
 
@@ -170,6 +182,16 @@ def _mappings(shares: Sequence[str], exposes: Sequence[str]) -> list[FileSystemM
                 f"map it elsewhere, as '{mapping.source}=/exchange'",
             )
     return mappings
+
+
+def _resolved_spec(spec: str) -> str:
+    """Return the ``SRC[=DST]`` ``spec`` with a relative ``SRC`` made
+    absolute against the current directory, so that the script, which may
+    run elsewhere, binds what was meant (``SRC`` alone keeps its target)."""
+    source, equal, target = spec.partition("=")
+    if not source or os.path.isabs(source):
+        return spec
+    return f"{os.path.abspath(source)}={target if equal else source}"
 
 
 def _source(
@@ -512,15 +534,20 @@ def container_command(
     --share and --expose at run time; the exit status is the container's.
     """
 
+    source = _source(ctx, file, expression, load_path)
+    shares = tuple(_resolved_spec(spec) for spec in shares)
+    exposes = tuple(_resolved_spec(spec) for spec in exposes)
+
     def lower(os_: OperatingSystem, file_mappings: tuple[Any, ...]) -> Any:
         from system.container_script import container_script
 
         mappings = _mappings(shares, exposes)
         baked = [*file_mappings] if run_it else [*file_mappings, *mappings]
-        return container_script(os_, baked, network)
+        return _checked(
+            [*mappings, *file_mappings], container_script(os_, baked, network)
+        )
 
-    source = _source(ctx, file, expression, load_path)
-
+    # Resolved sources, so that the cache never answers for another directory.
     options = [
         "container",
         *(f"--share={spec}" for spec in shares),
@@ -532,6 +559,23 @@ def container_command(
     path = _finish(store, drv_path, derivation_only, dry_run, root_link, check, jobs)
     if run_it and path is not None:
         _exec_script(store.physical(path), shares, exposes)
+
+
+def _checked(mappings: Sequence[FileSystemMapping], script: Any) -> Any:
+    """Return, monadically, the derivation of ``script`` once ``mappings``
+    (those given at run time with ``--run`` included) pass
+    :func:`system.file_systems.check_mappings` with the store's directory."""
+    from derivations.monad import current_store, monadic
+    from system.file_systems import check_mappings
+
+    @monadic
+    def run() -> Any:
+        store = yield current_store()
+        check_mappings(mappings, store.store_dir)
+        drv = yield script
+        return drv
+
+    return run()
 
 
 def _exec_script(script: str, shares: Sequence[str], exposes: Sequence[str]) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import textwrap
 import threading
 import time
@@ -24,6 +25,10 @@ from builders.container import (
     call_with_container,
     container_excursion,
     enter_hint,
+    list_directory_in_root,
+    open_in_root,
+    read_file_in_root,
+    read_link_in_root,
 )
 from builders.linux import (
     LinuxError,
@@ -438,3 +443,137 @@ def test_handshake_accepts_ready_before_pid() -> None:
         reader.close()
         os.close(go_read)
         os.close(go_write)
+
+
+# ---------------------------------------------------------------------------
+# Files of a container read from the host, symlinks kept inside its root
+
+
+@pytest.fixture
+def jailed(tmp_path: Path) -> tuple[Path, Path]:
+    """A root with symlinks of every kind, beside a host file it must not reach."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "secret.log").write_text("HOST SECRET")
+    root = tmp_path / "root"
+    (root / "var" / "log").mkdir(parents=True)
+    (root / "var" / "log" / "init.log").write_text("inside")
+    (root / "tmp").mkdir()
+    (root / "tmp" / "secret.log").write_text("decoy inside")
+    links = {
+        "var/log/absolute.log": str(host / "secret.log"),
+        "var/log/relative.log": "../../../host/secret.log",
+        "var/log/dotdot.log": "../../../../../../tmp/secret.log",
+        "var/log/chained.log": "relative.log",
+        "var/log/inner.log": "/var/log/init.log",
+        "var/log/loop.log": "loop.log",
+        "var/log/ping.log": "pong.log",
+        "var/log/pong.log": "ping.log",
+        "var/log/dir": "/tmp",
+        "var/escape": str(host),
+        "run": "/var/log/absolute.log",
+    }
+    for name, target in links.items():
+        os.symlink(target, root / name)
+    return root, host
+
+
+@pytest.mark.parametrize(
+    ("path", "contents"),
+    [
+        pytest.param("var/log/init.log", b"inside", id="plain-file"),
+        pytest.param("/var/log/inner.log", b"inside", id="absolute-link-inside"),
+        pytest.param("var/log/dotdot.log", b"decoy inside", id="dotdot-stops-at-root"),
+        pytest.param("var/log/dir/secret.log", b"decoy inside", id="link-in-middle"),
+        pytest.param("../../var/./log//init.log", b"inside", id="dotdot-in-path"),
+    ],
+)
+def test_read_in_root_resolves_inside(
+    jailed: tuple[Path, Path], path: str, contents: bytes
+) -> None:
+    root, _ = jailed
+    assert read_file_in_root(str(root), path) == contents
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("var/log/absolute.log", id="absolute-link-to-host"),
+        pytest.param("var/log/relative.log", id="relative-link-out"),
+        pytest.param("var/log/chained.log", id="chained-link-out"),
+        pytest.param("var/escape/secret.log", id="directory-link-out"),
+    ],
+)
+def test_links_out_of_the_root_stay_inside(
+    jailed: tuple[Path, Path], path: str
+) -> None:
+    # Each names the host file when followed on the host; inside the root
+    # it names a missing file.
+    root, host = jailed
+    assert os.path.exists(root / path)
+    with pytest.raises(FileNotFoundError):
+        read_file_in_root(str(root), path)
+
+
+@pytest.mark.parametrize("name", ["loop.log", "ping.log"])
+def test_symlink_loops_are_eloop(jailed: tuple[Path, Path], name: str) -> None:
+    root, _ = jailed
+    with pytest.raises(OSError) as caught:
+        read_file_in_root(str(root), f"var/log/{name}")
+    assert caught.value.errno == errno.ELOOP
+
+
+def test_non_regular_files_and_non_directories_are_refused(
+    jailed: tuple[Path, Path],
+) -> None:
+    root, _ = jailed
+    os.mkfifo(root / "var" / "log" / "fifo.log")
+    with pytest.raises(OSError) as fifo:
+        read_file_in_root(str(root), "var/log/fifo.log")
+    assert fifo.value.errno == errno.EINVAL
+    with pytest.raises(NotADirectoryError):
+        read_file_in_root(str(root), "var/log/init.log/x")
+
+
+def test_directories_and_links_are_read_inside(jailed: tuple[Path, Path]) -> None:
+    root, host = jailed
+    assert list_directory_in_root(str(root), "var/log/dir") == ["secret.log"]
+    assert read_link_in_root(str(root), "/run") == "/var/log/absolute.log"
+    assert read_link_in_root(str(root), "var/log/dir/../var/log/loop.log") == "loop.log"
+    with pytest.raises(FileNotFoundError):
+        list_directory_in_root(str(root), "var/escape")
+    fd = open_in_root(str(root), "var/log/dir", follow=False)
+    os.close(fd)
+
+
+def test_container_excursion_names_a_permission_error_with_a_hint() -> None:
+    # As another user, the namespaces of root's process cannot be read.
+    target = subprocess.Popen(["sleep", "30"])
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read_end)
+        os.setgroups([])
+        os.setresgid(65534, 65534, 65534)
+        os.setresuid(65534, 65534, 65534)
+        try:
+            container_excursion(target.pid, ["/bin/true"])
+            answer = "no error"
+        except ContainerError as error:
+            answer = f"{error.message}\n{error.hint}"
+        except BaseException as error:  # noqa: BLE001 - reported to the test
+            answer = repr(error)
+        os.write(write_end, answer.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as stream:
+        answer = stream.read()
+    os.waitpid(child, 0)
+    target.kill()
+    target.wait()
+    assert answer.splitlines() == [
+        f"cannot enter the namespaces of process '{target.pid}': "
+        f"'/proc/{target.pid}/ns/user': Permission denied",
+        "run as root, or as the user who started the container; "
+        "'pyguix container list' shows the containers",
+    ]

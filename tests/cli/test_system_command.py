@@ -90,6 +90,181 @@ def test_bad_os_file_is_one_error_line(
     assert "Traceback" not in done.stderr
 
 
+OS_HEADER = """
+from system.accounts import UserAccount
+from system.base import etc_service_type
+from system.init_services import InitService, init_service_type
+from system.operating_system import OperatingSystem
+from system.servers import http_server_service_type, log_collector_service_type
+from system.services import service, service_extension, service_type, simple_service
+"""
+
+BOOM = """service_type(
+    "boom", [service_extension(etc_service_type, lambda v: 1 / 0)], default_value=1
+)"""
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(
+            "import sys\nsys.exit(0)",
+            "loading operating system file '{file}' failed at line 11: SystemExit: 0",
+            id="sys-exit-0",
+        ),
+        pytest.param(
+            "exit(3)",
+            "loading operating system file '{file}' failed at line 10: SystemExit: 3",
+            id="exit-3",
+        ),
+        pytest.param(
+            "services = [service(log_collector_service_type), 'junk']",
+            "a str ('junk') in the services is not a service",
+            id="non-service",
+        ),
+        pytest.param(
+            "services = [service(http_server_service_type, 'notaconfig')]",
+            "service 'http-server' failed to extend 'init': its extension function "
+            "raised AttributeError: 'str' object has no attribute 'root'",
+            id="wrong-value-type",
+        ),
+        pytest.param(
+            "services = [simple_service('s', init_service_type, 'notalist')]",
+            "simple service 's' extends 'init' with a str ('notalist'), not a list",
+            id="simple-service-non-list",
+        ),
+        pytest.param(
+            f"services = [service({BOOM})]",
+            "service 'boom' failed to extend 'etc': its extension function raised "
+            "ZeroDivisionError: division by zero",
+            id="extension-raises",
+        ),
+        pytest.param(
+            "users = [UserAccount('alice'), UserAccount('alice', home_directory='/a')]",
+            "user 'alice' is declared more than once",
+            id="duplicate-user",
+        ),
+        pytest.param(
+            "users = [UserAccount('ev:il')]",
+            "invalid user name 'ev:il'",
+            id="colon-in-name",
+        ),
+        pytest.param(
+            "users = [UserAccount('rel', home_directory='relhome')]",
+            "home directory 'relhome' of user 'rel' is not absolute",
+            id="relative-home",
+        ),
+        pytest.param(
+            "host_name = 'a b/c'",
+            "invalid host name 'a b/c'",
+            id="host-name",
+        ),
+        pytest.param(
+            "services = [simple_service('x', init_service_type, [InitService("
+            "provision=('x',), command=('/bin/true',), user='nobodyknows')])]",
+            "init service 'x' runs as user 'nobodyknows', which no account declares",
+            id="init-user",
+        ),
+    ],
+)
+def test_os_file_mistakes_are_one_error_and_a_hint(
+    root: Path, tmp_path: Path, body: str, expected: str
+) -> None:
+    file = tmp_path / "os.py"
+    fields = "host_name=host_name, users=users, services=services"
+    file.write_text(
+        f"{OS_HEADER}\nhost_name, users, services = 'box', [], []\n{body}\n"
+        f"operating_system = OperatingSystem({fields})\n"
+    )
+    done = pyguix(root, "system", "container", "-d", str(file))
+
+    assert done.returncode == 1, done.stdout
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith("error: " + expected.format(file=file))
+    assert len(lines) == 2 and lines[1].startswith("hint: ")
+
+
+@pytest.mark.parametrize("expression", ["exit()", "__import__('sys').exit(0)"])
+def test_sys_exit_in_an_expression_is_an_error(root: Path, expression: str) -> None:
+    done = pyguix(root, "system", "build", "-d", "-e", expression)
+
+    assert done.returncode == 1
+    assert done.stdout == ""
+    code = "None" if expression == "exit()" else "0"
+    assert done.stderr.splitlines()[0] == (
+        f"error: evaluating expression '{expression}' failed: SystemExit: {code}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        pytest.param(
+            ["--share", "{d}=/proc"],
+            "cannot map '{d}' onto '/proc': the container runtime mounts '/proc' itself",
+            id="proc",
+        ),
+        pytest.param(
+            ["--share", "{d}=/"],
+            "cannot map '{d}' onto '/': the container's root is a fresh tmpfs",
+            id="root",
+        ),
+        pytest.param(
+            ["--expose", f"{{d}}={STORE_DIR}"],
+            f"cannot map '{{d}}' onto '{STORE_DIR}': the store '{STORE_DIR}' is mapped "
+            "read-only by the container itself",
+            id="store",
+        ),
+        pytest.param(
+            ["--share", "{d}=/e", "--expose", "{d}/x=/e/"],
+            "'{d}/x' and '{d}' are both mapped onto '/e'",
+            id="same-target",
+        ),
+        pytest.param(
+            ["--run", "--expose", "{d}=/srv/fixtures"],
+            f"'{EXAMPLE.parent}' and '{{d}}' are both mapped onto '/srv/fixtures'",
+            id="run-time-onto-the-files-mapping",
+        ),
+    ],
+)
+def test_mappings_a_container_cannot_honour_are_refused(
+    root: Path, tmp_path: Path, options: list[str], expected: str
+) -> None:
+    arguments = [option.format(d=tmp_path) for option in options]
+    done = pyguix(root, "system", "container", "-d", *arguments, str(EXAMPLE))
+
+    assert done.returncode == 1 and done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert lines[0] == "error: " + expected.format(d=tmp_path)
+    assert lines[1].startswith("hint: ")
+
+
+@needs_namespaces
+def test_relative_share_source_is_resolved_against_the_current_directory(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    scripts = []
+    for name in ("one", "two"):
+        (tmp_path / name / "data").mkdir(parents=True)
+        done = pyguix(
+            root,
+            "system",
+            "container",
+            "--share",
+            "data=/data",
+            str(EXAMPLE),
+            cwd=tmp_path / name,
+        )
+        assert done.returncode == 0, done.stderr
+        scripts.append(Path(str(root) + done.stdout.strip()).read_text())
+
+    # The same options from another directory are another script.
+    assert f"['{tmp_path / 'one' / 'data'}', '/data', 'none'" in scripts[0]
+    assert f"['{tmp_path / 'two' / 'data'}', '/data', 'none'" in scripts[1]
+
+
 EXPOSE_FIXTURES = f"{EXAMPLE.parent}=/srv/fixtures"
 """The mapping the example file defines, as an ``--expose`` option."""
 
@@ -373,6 +548,15 @@ def test_container_commands_refuse_other_processes(root: Path) -> None:
         root, "stop", me
     )
     assert "has no log '/var/log/init.log'" in not_a_container(root, "logs", me)
+    assert (
+        f"error: process '{me}' is not in a container: its user, mount and PID "
+        "namespaces are this command's own\n"
+        "hint: give the PID that 'pyguix container list' shows\n"
+    ) == not_a_container(root, "exec", me, "/bin/true")
+    for name in ("../../tmp/x", "a/b", "..", ".", ""):
+        assert not_a_container(root, "logs", me, name).startswith(
+            f"error: invalid service name '{name}': a name has no '/'"
+        )
 
     usage = pyguix(root, "container", "exec", me)
     assert usage.returncode == 2 and "Missing argument" in usage.stderr

@@ -91,6 +91,29 @@ def test_init_graph_and_its_guix_name_agree(tmp_path: Path) -> None:
     assert graph_of(tmp_path, "init-graph", str(EXAMPLE)) == text
 
 
+NO_ROOT_FILE_SYSTEM = """
+from system.operating_system import OperatingSystem
+from system.services import service
+from system.servers import log_collector_service_type
+
+operating_system = OperatingSystem(
+    host_name="x", services=(service(log_collector_service_type),)
+)
+"""
+
+
+@pytest.mark.parametrize("action", ["extension-graph", "init-graph"])
+def test_system_without_root_file_system_has_graphs(
+    tmp_path: Path, action: str
+) -> None:
+    # As for 'system container', which accepts it: a graph builds nothing.
+    file = tmp_path / "os.py"
+    file.write_text(NO_ROOT_FILE_SYSTEM)
+    nodes, _ = parse_dot(graph_of(tmp_path, action, str(file)))
+
+    assert ("log-collector" in nodes) and (action == "init-graph" or "system" in nodes)
+
+
 @pytest.mark.parametrize("action", ["extension-graph", "init-graph"])
 def test_expression_gives_the_files_graph(tmp_path: Path, action: str) -> None:
     from_file = graph_of(tmp_path, action, str(EXAMPLE))

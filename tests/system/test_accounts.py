@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from system.accounts import (
@@ -86,11 +88,46 @@ def test_allocation_follows_guix_cursor() -> None:
     assert (groups["wheel"], groups["tty"], groups["kvm"]) == (999, 998, 989)
 
 
-def test_first_entry_of_a_name_wins() -> None:
-    accounts = allocate_accounts(
-        [UserAccount("a", uid=1005), UserAccount("a", uid=1006)], BASE_GROUPS
-    )
-    assert [u.uid for u in accounts.users] == [1005]
+def test_user_declared_twice() -> None:
+    with pytest.raises(AccountError, match="user 'a' is declared more than once"):
+        allocate_accounts(
+            [UserAccount("a", uid=1005), UserAccount("a", uid=1006)], BASE_GROUPS
+        )
+
+
+def test_group_declared_twice() -> None:
+    with pytest.raises(AccountError, match="group 'wheel' is declared more than once"):
+        allocate_accounts([], (*BASE_GROUPS, UserGroup("wheel")))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("ev:il", id="colon"),
+        pytest.param("a/b", id="slash"),
+        pytest.param("a b", id="space"),
+        pytest.param("a\nroot", id="newline"),
+        pytest.param("-rf", id="leading-hyphen"),
+    ],
+)
+def test_invalid_names(name: str) -> None:
+    with pytest.raises(AccountError, match=re.escape(f"invalid user name {name!r}")):
+        allocate_accounts([UserAccount(name, home_directory="/h")], BASE_GROUPS)
+    with pytest.raises(AccountError, match=re.escape(f"invalid group name {name!r}")):
+        allocate_accounts([], (*BASE_GROUPS, UserGroup(name)))
+
+
+def test_relative_home_directory() -> None:
+    with pytest.raises(
+        AccountError, match="home directory 'relhome' of user 'rel' is not absolute"
+    ):
+        allocate_accounts([UserAccount("rel", home_directory="relhome")], BASE_GROUPS)
+
+
+def test_passwd_field_with_a_colon() -> None:
+    with pytest.raises(AccountError, match="the comment of user 'a' holds a ':'"):
+        allocate_accounts([UserAccount("a", comment="x:0:0")], BASE_GROUPS)
 
 
 def test_duplicate_id() -> None:
@@ -104,6 +141,13 @@ def test_ids_run_out() -> None:
     groups = [UserGroup(f"g{n}", system=True) for n in range(901)]
     with pytest.raises(AccountError, match="no free id is left from 100 to 999"):
         allocate_accounts([], groups)
+
+
+def test_undeclared_primary_group() -> None:
+    with pytest.raises(
+        AccountError, match="user 'a' belongs to group 'staff', which is not declared"
+    ):
+        allocate_accounts([UserAccount("a", group="staff")], BASE_GROUPS)
 
 
 def test_undeclared_group() -> None:

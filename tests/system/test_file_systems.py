@@ -10,6 +10,7 @@ from system.file_systems import (
     FileSystem,
     FileSystemError,
     FileSystemMapping,
+    check_mappings,
     file_system_mapping_to_bind_mount,
     file_system_needed_for_boot,
     file_system_to_spec,
@@ -125,4 +126,77 @@ def test_needed_for_boot() -> None:
     assert file_system_needed_for_boot(FileSystem("/dev/sdb", store, "ext4"), store)
     assert not file_system_needed_for_boot(
         FileSystem("/data", store, "none", flags=("bind-mount",)), store
+    )
+
+
+STORE_DIR = "/pyguix/store"
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        pytest.param("/", "the container's root is a fresh tmpfs", id="root"),
+        pytest.param("//", "the container's root is a fresh tmpfs", id="root-slashes"),
+        pytest.param(STORE_DIR, "the store '/pyguix/store' is mapped", id="store"),
+        pytest.param(
+            STORE_DIR + "/x/", "the store '/pyguix/store' is mapped", id="in-store"
+        ),
+        pytest.param("/proc", "the container runtime mounts '/proc' itself", id="proc"),
+        pytest.param(
+            "/sys/fs", "the container runtime mounts '/sys' itself", id="under-sys"
+        ),
+        pytest.param("/dev", "the container runtime mounts '/dev' itself", id="dev"),
+        pytest.param(
+            "/x/../dev/shm",
+            "the container runtime mounts '/dev' itself",
+            id="dotdot-to-dev",
+        ),
+    ],
+)
+def test_reserved_mapping_targets_are_refused(target: str, reason: str) -> None:
+    with pytest.raises(
+        FileSystemError, match=f"cannot map '/src' onto '{target}': {reason}"
+    ):
+        check_mappings([FileSystemMapping("/src", target)], STORE_DIR)
+
+
+def test_two_mappings_onto_one_target_are_refused() -> None:
+    mappings = [FileSystemMapping("/a", "/e", True), FileSystemMapping("/b", "/e/")]
+    with pytest.raises(
+        FileSystemError, match="'/b' and '/a' are both mapped onto '/e'"
+    ):
+        check_mappings(mappings, STORE_DIR)
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        pytest.param(
+            FileSystemMapping("rel", "/x"),
+            "mapping source 'rel' is not absolute",
+            id="source",
+        ),
+        pytest.param(
+            FileSystemMapping("/a", "x"),
+            "mapping target 'x' is not absolute",
+            id="target",
+        ),
+    ],
+)
+def test_relative_mapping_paths_are_refused(
+    mapping: FileSystemMapping, message: str
+) -> None:
+    with pytest.raises(FileSystemError, match=message):
+        check_mappings([mapping], STORE_DIR)
+
+
+def test_ordinary_mappings_pass() -> None:
+    check_mappings(
+        [
+            FileSystemMapping("/srv", "/srv"),
+            FileSystemMapping("/x", "/store-elsewhere", True),
+            FileSystemMapping("/y", "/devices"),
+            FileSystemMapping("/z", "/srv/inner"),
+        ],
+        STORE_DIR,
     )

@@ -19,7 +19,7 @@ from derivations.gexp import gexp
 from derivations.lowering import lower_object
 from derivations.monad import run_with_store
 from store.local import LocalStore
-from system.accounts import group_text, passwd_text
+from system.accounts import AccountError, UserAccount, group_text, passwd_text
 from system.base import (
     etc_service_type,
     host_name_service_type,
@@ -27,10 +27,13 @@ from system.base import (
     profile_service_type,
 )
 from system.file_systems import FileSystem
+from system.init_services import InitService, init_service_type
 from system.operating_system import (
     DUMMY_KERNEL,
     OperatingSystem,
+    OperatingSystemError,
     OperatingSystemFileError,
+    check_host_name,
     load_operating_system,
     operating_system_boot_file_system_specs,
     operating_system_derivation,
@@ -175,6 +178,60 @@ def test_no_root_file_system() -> None:
         ServiceError, match="operating system 'box' has no root file system"
     ):
         operating_system_directory(OperatingSystem(host_name="box"))
+
+
+ROOTED = {"file_systems": [FileSystem("/dev/sda1", "/", "ext4")]}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["localhost", "web-1", "a.b.c", "x" * 63, ".".join(["a" * 63] * 3 + ["b" * 61])],
+)
+def test_valid_host_names(name: str) -> None:
+    check_host_name(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("a b/c", id="space-and-slash"),
+        pytest.param("a\nb", id="newline"),
+        pytest.param("-web", id="leading-hyphen"),
+        pytest.param("web-", id="trailing-hyphen"),
+        pytest.param("a..b", id="empty-label"),
+        pytest.param("under_score", id="underscore"),
+        pytest.param("x" * 64, id="label-of-64"),
+        pytest.param(".".join(["a" * 63] * 4), id="more-than-253"),
+    ],
+)
+def test_invalid_host_name_is_refused_when_lowered(name: str) -> None:
+    with pytest.raises(OperatingSystemError, match="invalid host name"):
+        operating_system_directory(OperatingSystem(host_name=name, **ROOTED))
+
+
+def test_account_problems_are_refused_when_lowered() -> None:
+    os_ = OperatingSystem(
+        host_name="box",
+        users=[UserAccount("alice"), UserAccount("alice", home_directory="/a2")],
+        **ROOTED,
+    )
+    with pytest.raises(AccountError, match="user 'alice' is declared more than once"):
+        operating_system_directory(os_)
+
+
+def test_init_service_user_must_be_declared() -> None:
+    def with_user(user: str) -> OperatingSystem:
+        job = InitService(provision=("job",), command=("/bin/true",), user=user)
+        extra = simple_service("job", init_service_type, [job])
+        return OperatingSystem(host_name="box", services=[extra], **ROOTED)
+
+    operating_system_directory(with_user("nobody"))
+    with pytest.raises(
+        OperatingSystemError,
+        match="init service 'job' runs as user 'nobodyknows', which no account",
+    ):
+        operating_system_directory(with_user("nobodyknows"))
 
 
 def test_hosts_file_replaces_generated_hosts() -> None:

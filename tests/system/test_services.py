@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from system.services import (
     MissingValueServiceError,
     ModifyServicesError,
     Service,
+    ServiceError,
     fold_services,
     instantiate_missing_services,
     modify_services,
@@ -247,3 +249,111 @@ def test_modify_services_modifying_deleted_type() -> None:
         ModifyServicesError, match="service 'leaf' was deleted by an earlier clause"
     ):
         modify_services(services, {types["leaf"]: str.upper}, delete=[types["leaf"]])
+
+
+# ---------------------------------------------------------------------------
+# Mistakes in the user's services: one ServiceError naming the type
+
+
+def init_like() -> Any:
+    """A root whose extensions are lists of strings, as the init's are."""
+    from system.services import concatenate
+
+    return service_type(
+        "collector",
+        compose=concatenate,
+        extend=lambda value, more: tuple(item.upper() for item in (*value, *more)),
+        default_value=(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        pytest.param(
+            "junk", r"a str \('junk'\) in the services is not a service", id="str"
+        ),
+        pytest.param(
+            service_type("bare"),
+            r"a ServiceType \(<service-type bare>\) in the services is not a service",
+            id="type-without-service",
+        ),
+    ],
+)
+def test_non_service_in_services(item: Any, message: str) -> None:
+    from system.operating_system import OperatingSystem
+
+    with pytest.raises(ServiceError, match=message):
+        OperatingSystem(host_name="box", services=[item])
+    with pytest.raises(ServiceError, match=message):
+        fold_services([service(init_like()), item], init_like())
+
+
+def test_extension_function_that_raises_names_type_and_error() -> None:
+    root = init_like()
+    leaf = service_type(
+        "leaf", [service_extension(root, lambda value: 1 / 0)], default_value=1
+    )
+    with pytest.raises(ServiceError) as caught:
+        fold_services([service(root), service(leaf)], root)
+    assert caught.value.message == (
+        "service 'leaf' failed to extend 'collector': its extension function "
+        "raised ZeroDivisionError: division by zero"
+    )
+    assert caught.value.hint == "check the value of service 'leaf', a int (1)"
+
+
+def test_wrong_value_type_is_a_service_error() -> None:
+    root = init_like()
+    leaf = service_type("leaf", [service_extension(root, lambda config: [config.name])])
+    with pytest.raises(ServiceError, match="service 'leaf' failed to extend"):
+        fold_services([service(root), service(leaf, "notaconfig")], root)
+
+
+def test_extension_giving_a_non_list_to_a_concatenating_type() -> None:
+    root = init_like()
+    leaf = service_type("leaf", [service_extension(root, lambda value: value)])
+    with pytest.raises(
+        ServiceError,
+        match=r"service 'leaf' extends 'collector' with a str .*not a list",
+    ):
+        fold_services([service(root), service(leaf, "abc")], root)
+
+
+def test_simple_service_with_a_non_list() -> None:
+    with pytest.raises(
+        ServiceError,
+        match=r"simple service 's' extends 'collector' with a str \('notalist'\), not a list",
+    ):
+        simple_service("s", init_like(), "notalist")
+
+
+def test_extend_function_that_raises_names_the_extenders() -> None:
+    root = init_like()
+    with pytest.raises(ServiceError) as caught:
+        fold_services([service(root), simple_service("s", root, [42])], root)
+    assert caught.value.message == (
+        "service 'collector' failed to take its extensions: its extend function "
+        "raised AttributeError: 'int' object has no attribute 'upper'"
+    )
+    assert caught.value.hint is not None and "'s'" in caught.value.hint
+
+
+def test_sys_exit_in_an_extension_is_a_service_error() -> None:
+    root = init_like()
+    leaf = service_type(
+        "leaf", [service_extension(root, lambda value: sys.exit(3))], default_value=1
+    )
+    with pytest.raises(ServiceError, match="raised SystemExit: 3"):
+        fold_services([service(root), service(leaf)], root)
+
+
+def test_service_of_something_else_than_a_type() -> None:
+    with pytest.raises(
+        ServiceError, match=r"service\(kind, value\) needs a service type"
+    ):
+        service("http-server", 1)  # type: ignore[arg-type]
+    with pytest.raises(
+        ServiceError, match=r"simple_service\(name, target, value\) needs"
+    ):
+        simple_service("s", "init", [])  # type: ignore[arg-type]

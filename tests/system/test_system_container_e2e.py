@@ -399,6 +399,49 @@ def test_container_list_and_logs(built: Built, running: Running) -> None:
     assert "all services started" in init_log.stdout
 
 
+LINKS_OUT = """
+import os, sys
+host = sys.argv[1]
+os.symlink(host + "/secret.log", "/var/log/evil.log")
+os.symlink("../../../../../../.." + host + "/secret.log", "/var/log/up.log")
+os.rename("/run/pyguix/init.status", "/run/pyguix/init.status.saved")
+os.symlink(host + "/status.json", "/run/pyguix/init.status")
+"""
+
+LINKS_REMOVED = """
+import os
+os.remove("/var/log/evil.log")
+os.remove("/var/log/up.log")
+os.replace("/run/pyguix/init.status.saved", "/run/pyguix/init.status")
+"""
+
+
+def test_logs_and_list_keep_symlinks_inside_the_container(
+    built: Built, running: Running, tmp_path: Path
+) -> None:
+    # Host files the container's links name; inside, these paths are absent.
+    (tmp_path / "secret.log").write_text("HOST SECRET\n")
+    (tmp_path / "status.json").write_text('{"state": "HOST-FILE"}')
+    pid = str(running.pid)
+    made = pyguix(
+        built.root, "container", "exec", pid, PYTHON, "-c", LINKS_OUT, str(tmp_path)
+    )
+    assert made.returncode == 0, made.stderr
+    try:
+        for name in ("evil", "up"):
+            log = pyguix(built.root, "container", "logs", pid, name)
+            assert log.returncode == 1 and "HOST SECRET" not in log.stdout
+            assert log.stderr.startswith(f"error: container '{pid}' has no log")
+        listed = pyguix(built.root, "container", "list")
+        assert listed.returncode == 0 and "HOST-FILE" not in listed.stdout
+    finally:
+        restored = pyguix(
+            built.root, "container", "exec", pid, PYTHON, "-c", LINKS_REMOVED
+        )
+    assert restored.returncode == 0, restored.stderr
+    assert f"{pid}  " in pyguix(built.root, "container", "list").stdout
+
+
 def test_sigterm_stops_everything_with_status_0(running: Running) -> None:
     began = time.monotonic()
     running.process.send_signal(signal.SIGTERM)
@@ -467,3 +510,34 @@ def test_network_build_answers_from_the_host(built: Built, tmp_path: Path) -> No
     finally:
         stop(container)
     assert processes_in(container.pid_ns) == []
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        pytest.param(
+            "--share={d}=/proc",
+            "run-container: error: cannot map '{d}' onto '/proc', which the "
+            "container runtime mounts itself",
+            id="proc",
+        ),
+        pytest.param(
+            "--expose={d}=/srv/fixtures/",
+            "run-container: error: two mappings onto '/srv/fixtures'",
+            id="baked-target",
+        ),
+    ],
+)
+def test_script_refuses_run_time_mappings_it_cannot_honour(
+    built: Built, tmp_path: Path, option: str, expected: str
+) -> None:
+    done = subprocess.run(
+        [built.physical, option.format(d=tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[0] == expected.format(d=tmp_path)
+    assert done.stderr.splitlines()[1].startswith("hint: ")
