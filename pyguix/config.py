@@ -9,6 +9,10 @@ logical store directory still gets paths that name it.
 Each is taken from the global option, else the environment variable, else
 the default below.  The defaults are pyguix's own, never ``/gnu/store`` or
 ``/nix/store``, so pyguix cannot clash with a real Guix or Nix.
+
+Both directories must be absolute and apart: neither may equal or contain
+the other, and the store directory may not be ``/``.  Checking here, before
+a store is opened, protects every command.
 """
 
 from __future__ import annotations
@@ -18,7 +22,13 @@ from dataclasses import dataclass
 
 from store.errors import PyguixError
 
-__all__ = ["DEFAULT_STATE_DIR", "DEFAULT_STORE_DIR", "StoreConfig", "resolve"]
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "DEFAULT_STORE_DIR",
+    "StoreConfig",
+    "check_apart",
+    "resolve",
+]
 
 DEFAULT_STORE_DIR = "/pyguix/store"
 DEFAULT_STATE_DIR = "/var/pyguix"
@@ -68,9 +78,48 @@ def resolve(
                 f"the {what} directory '{directory}' is not an absolute path",
                 f"give --{what}-dir (or PYGUIX_{what.upper()}_DIR) as an absolute path",
             )
+    store_dir, state_dir = os.path.normpath(store_dir), os.path.normpath(state_dir)
+    check_apart(store_dir, state_dir)
     root = root or os.environ.get("PYGUIX_ROOT") or _default_root(store_dir, state_dir)
     return StoreConfig(
-        store_dir=os.path.normpath(store_dir),
-        state_dir=os.path.normpath(state_dir),
+        store_dir=store_dir,
+        state_dir=state_dir,
         root=os.path.abspath(root) if root else None,
     )
+
+
+def _is_within(path: str, directory: str) -> bool:
+    """Tell whether the normalised ``path`` is ``directory`` or below it."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def check_apart(store_dir: str, state_dir: str) -> None:
+    """Refuse a store directory and a state directory that overlap.
+
+    Every entry of the store directory that is not a valid item is garbage
+    to ``gc`` and ``verify --repair``, so a state directory inside it (or a
+    store directory of ``/``, which holds everything) would be deleted with
+    its database; a store directory inside the state directory would mix
+    items with the database, roots and logs.
+
+    :param store_dir: normalised and absolute, as is ``state_dir``.
+    :raises PyguixError: naming both directories.
+    """
+    hint = (
+        "choose a store directory and a state directory apart from each other, "
+        f"such as the defaults {DEFAULT_STORE_DIR} and {DEFAULT_STATE_DIR}"
+    )
+    if store_dir == "/":
+        raise PyguixError("the store directory cannot be '/'", hint)
+    if _is_within(state_dir, store_dir):
+        raise PyguixError(
+            f"the state directory '{state_dir}' is inside the store directory "
+            f"'{store_dir}', where gc would delete it",
+            hint,
+        )
+    if _is_within(store_dir, state_dir):
+        raise PyguixError(
+            f"the store directory '{store_dir}' is inside the state directory "
+            f"'{state_dir}'",
+            hint,
+        )

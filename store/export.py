@@ -18,6 +18,9 @@ temporary name while its sha256 is computed, every path and reference is
 checked, and only when the whole stream has been read are the items moved
 into place and registered, in one transaction.  If anything fails, the
 temporary entries are removed and nothing is registered.
+
+A stream may name one path twice: as Nix 2.8 does, the first copy is kept
+and later ones are read, checked and skipped, whatever they hold.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ __all__ = [
     "sort_topologically",
 ]
 
+_DAMAGED_HINT = "the stream is damaged; export it again with 'pyguix store export'"
+"""What to do about a stream that breaks the format."""
+
 EXPORT_MAGIC = 0x4558494E
 MAX_STRING = 4096
 
@@ -53,10 +59,14 @@ class ExportError(StoreError):
     """Report an export stream that is malformed or cannot be imported.
 
     :param offset: the byte offset in the stream where the problem lies.
+    :param hint: what to do; by default, to export the items again.
     """
 
     def __init__(self, message: str, offset: int, hint: str | None = None) -> None:
-        super().__init__(f"{message} (at byte offset {offset} of the stream)", hint)
+        super().__init__(
+            f"{message} (at byte offset {offset} of the stream)",
+            hint or _DAMAGED_HINT,
+        )
         self.offset = offset
 
 
@@ -220,7 +230,7 @@ def import_paths(store: LocalStore, stream: BinaryIO) -> list[str]:
                     f"expected 0 or 1 before an item, not {marker}", start
                 )
             pending.append(_read_item(store, reader, pending, cleanup))
-        _install(store, pending)
+        _install(store, _first_copies(pending))
         return [p.info.path for p in pending]
     raise AssertionError("unreachable")
 
@@ -266,7 +276,9 @@ def _read_metadata(
         _parse(store, deriver, start)
     if reader.u64() != 0:
         raise ExportError(
-            f"'{path}' carries a signature, which pyguix does not check", reader.offset
+            f"'{path}' carries a signature, which pyguix does not check",
+            reader.offset,
+            "export it again without signatures",
         )
     known = {p.info.path for p in earlier} | {path}
     missing = sorted(references - known - store.query_valid(references - known))
@@ -284,7 +296,24 @@ def _parse(store: LocalStore, text: str, offset: int) -> str:
     try:
         return str(store.parse_path(text))
     except PyguixError as error:
-        raise ExportError(error.message, offset) from None
+        raise ExportError(
+            error.message,
+            offset,
+            "the stream is damaged or was made for another store directory; "
+            f"export it again from a store whose directory is '{store.store_dir}'",
+        ) from None
+
+
+def _first_copies(pending: list[_Pending]) -> list[_Pending]:
+    """Return the first item of each path, in stream order.
+
+    Nix 2.8 (``importPaths``) skips an item whose path it has imported
+    already, whatever the later copy holds, so the first copy wins.
+    """
+    first: dict[str, _Pending] = {}
+    for item in pending:
+        first.setdefault(item.info.path, item)
+    return list(first.values())
 
 
 def _install(store: LocalStore, pending: list[_Pending]) -> None:
@@ -297,7 +326,7 @@ def _install(store: LocalStore, pending: list[_Pending]) -> None:
         placed: list[str] = []
         try:
             for item in pending:
-                if item.info.path in valid or item.info.path in placed:
+                if item.info.path in valid:
                     continue
                 target = store.physical(item.info.path)
                 # Note: text items are added without the path lock, by a

@@ -37,6 +37,7 @@ __all__ = [
     "clean_store_dir",
     "collect_garbage",
     "find_roots",
+    "item_entries",
     "live_paths",
 ]
 
@@ -142,14 +143,25 @@ def _deletion_order(store: LocalStore, dead: set[str]) -> list[str]:
     return order
 
 
+def item_entries(store: LocalStore) -> list[str]:
+    """Return the store paths of the entries of the store directory that
+    may be items: not hidden, not lock files, not holding the state
+    directory (which a symlink may have put there)."""
+    paths = []
+    for name in os.listdir(store.real_store_dir):
+        if name.startswith(".") or name.endswith(".lock"):
+            continue
+        path = os.path.join(store.store_dir, name)
+        if store.holds_state(store.physical(path)):
+            logger.warning("'%s' holds the state directory; leaving it", path)
+            continue
+        paths.append(path)
+    return paths
+
+
 def _invalid_entries(store: LocalStore) -> list[str]:
     """Return store paths on disk that are not valid and not being added."""
-    names = [
-        n
-        for n in os.listdir(store.real_store_dir)
-        if not n.startswith(".") and not n.endswith(".lock")
-    ]
-    paths = [os.path.join(store.store_dir, n) for n in names]
+    paths = item_entries(store)
     valid = store.query_valid(paths)
     return sorted(p for p in paths if p not in valid)
 
@@ -191,9 +203,11 @@ def collect_garbage(
     """Delete dead items (or only ``delete``, which must all be dead).
 
     :param dry_run: list what would be deleted, delete nothing.
-    :param delete: the store paths to delete, as ``nix-store --delete``.
+    :param delete: the store paths to delete, as ``nix-store --delete``:
+        valid items, or unregistered entries of the store directory.
     :raises GCError: when one of ``delete`` is alive (naming its root) or
         referred to by a valid item not being deleted (naming it).
+    :raises StoreError: when one of ``delete`` is neither valid nor on disk.
     """
     with store.gc_lock(shared=False):
         if not dry_run:
@@ -204,7 +218,7 @@ def collect_garbage(
             invalid = _invalid_entries(store)
         else:
             dead = _check_deletable(store, set(delete), keeper)
-            invalid = []
+            invalid = sorted(set(delete) - dead)
         order = _deletion_order(store, dead)
         if dry_run:
             return GCResult(deleted=order + invalid)
@@ -219,8 +233,19 @@ def collect_garbage(
 def _check_deletable(
     store: LocalStore, paths: set[str], keeper: dict[str, str]
 ) -> set[str]:
+    """Return the valid ones of ``paths``, checking that all may be deleted.
+
+    An invalid path is deleted from disk, as ``nix-store --delete`` does
+    with such an entry, but one that is on disk neither is refused (Nix
+    then claims to delete it).
+    """
     for path in sorted(paths):
         store.parse_path(path)
+        if not store.is_valid(path) and not os.path.lexists(store.physical(path)):
+            raise StoreError(
+                f"cannot delete '{path}': it is neither valid nor on disk",
+                "check the path; 'pyguix gc --dry-run' lists what can be deleted",
+            )
         if path in keeper:
             raise GCError(
                 path, "it is alive, kept by the root", _root_name(store, keeper[path])

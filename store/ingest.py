@@ -23,7 +23,7 @@ import os
 import stat
 
 from store import nar
-from store.canonical import CANONICAL_MTIME
+from store.canonical import CANONICAL_MTIME, walk_up
 from store.errors import StoreError
 from store.hash import Hash
 from store.nar.grammar import MAGIC, padding, token
@@ -78,17 +78,11 @@ def write_file(path: str, data: bytes, durable: bool) -> None:
 
 
 def fsync_tree(path: str) -> None:
-    """Flush the files and directories of the tree at ``path`` to disk."""
-    if os.path.islink(path):
-        return
-    for directory, _, files in os.walk(path):
-        for name in files:
-            full = os.path.join(directory, name)
-            if not os.path.islink(full):
-                fsync(full)
-        fsync(directory)
-    if not os.path.isdir(path) and not os.path.islink(path):
-        fsync(path)
+    """Flush the files and directories of the tree at ``path`` to disk,
+    each directory after its entries."""
+    for entry, info in walk_up(path):
+        if not stat.S_ISLNK(info.st_mode):
+            fsync(entry)
 
 
 def fsync(path: str) -> None:

@@ -398,9 +398,23 @@ class LocalStore:
             self._temp_roots().clear()
 
     def add_permanent_root(self, link: str, path: str | StorePath) -> None:
-        """Make ``link`` a symlink to ``path`` and an indirect GC root."""
+        """Make ``link`` a symlink to ``path`` and an indirect GC root, as
+        ``nix-store --add-root LINK --indirect -r PATH``.
+
+        :raises StoreError: when ``path`` is not valid.
+        :raises RootError: when ``link`` cannot be made.
+        """
         self.parse_path(str(path))
-        make_indirect_root(self.state_file("gcroots"), link, str(path))
+
+        # The GC lock, held shared, keeps the collector out from the check
+        # until the root exists.
+        with self._gc_shared.hold():
+            if not self.is_valid(path):
+                raise StoreError(
+                    f"cannot make a GC root for '{path}': it is not valid",
+                    "add or build it first ('pyguix store add', 'pyguix build')",
+                )
+            make_indirect_root(self.state_file("gcroots"), link, str(path))
 
     # -- Adding texts ------------------------------------------------------------
 
@@ -818,7 +832,8 @@ class LocalStore:
         """Remove those of ``paths`` on disk but not valid, unless locked."""
         removed: list[str] = []
         for path in paths:
-            if not os.path.lexists(self.physical(path)):
+            physical = self.physical(path)
+            if not os.path.lexists(physical) or self.holds_state(physical):
                 continue
             try:
                 from store.canonical import remove_tree
@@ -831,11 +846,33 @@ class LocalStore:
                 pass
         return removed
 
+    def holds_state(self, physical_path: str) -> bool:
+        """Tell whether ``physical_path`` is the state directory or one of
+        its parents on disk, symlinks resolved (but a final symlink, which
+        removing would not follow).
+
+        The configuration keeps the two directories apart by name; this
+        catches a symlink that puts the state inside the store anyway.
+        """
+        parent, name = os.path.split(os.path.abspath(physical_path))
+        entry = os.path.join(os.path.realpath(parent), name)
+        state = os.path.realpath(self.real_state_dir)
+        return state == entry or state.startswith(entry.rstrip("/") + "/")
+
     def trash(self, physical_path: str) -> int:
         """Remove an item from disk: rename it to a temporary name, then
-        delete it, so that it vanishes at once.  Return the bytes freed."""
+        delete it, so that it vanishes at once.  Return the bytes freed.
+
+        :raises StoreError: when ``physical_path`` holds the state directory.
+        """
         from store.canonical import remove_tree
 
+        if self.holds_state(physical_path):
+            raise StoreError(
+                f"refusing to delete '{physical_path}': it holds the state "
+                f"directory '{self.real_state_dir}'",
+                "move the state directory out of the store directory",
+            )
         with self.adding(None) as entry:
             try:
                 os.rename(physical_path, entry.temp)

@@ -59,6 +59,12 @@ _HASH_PART = re.compile(r"[0123456789abcdfghijklmnpqrsvwxyz]{32}")
 Method = Literal["flat", "recursive"]
 
 
+_NAME_HINT = (
+    f"use at most {MAX_NAME_LENGTH} characters among letters, digits and + - . _ ? ="
+)
+"""What to do about a name :func:`_name_problem` refuses."""
+
+
 def _name_problem(name: str) -> str | None:
     """Return why ``name`` cannot name a store item, or ``None``."""
     if not name:
@@ -79,12 +85,7 @@ def check_name(name: str) -> None:
     """
     problem = _name_problem(name)
     if problem is not None:
-        raise InvalidPathError(
-            name,
-            problem,
-            f"use at most {MAX_NAME_LENGTH} characters among letters, digits "
-            "and + - . _ ? =",
-        )
+        raise InvalidPathError(name, problem, _NAME_HINT)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -112,7 +113,12 @@ class StorePath:
         """
         prefix = store_dir.rstrip("/") + "/"
         if not path.startswith(prefix):
-            raise InvalidPathError(path, f"it is not in the store '{store_dir}'")
+            raise InvalidPathError(
+                path,
+                f"it is not in the store '{store_dir}'",
+                f"give a path of the form {prefix}HASH-NAME, as "
+                "'pyguix store add' prints them",
+            )
         return cls.from_base_name(path[len(prefix) :], store_dir, path)
 
     @classmethod
@@ -121,16 +127,28 @@ class StorePath:
     ) -> StorePath:
         """Parse ``HASH-NAME``, the last component of a store path."""
         given = given or base_name
+        prefix = store_dir.rstrip("/") + "/"
         if "/" in base_name:
-            raise InvalidPathError(given, "it names a file inside a store item")
+            item = prefix + base_name.split("/", 1)[0]
+            raise InvalidPathError(
+                given,
+                "it names a file inside a store item",
+                f"give the store item itself, '{item}'",
+            )
+        form_hint = (
+            f"a store path is {prefix}HASH-NAME, with a hash part of 32 Nix "
+            "base32 characters, as 'pyguix store add' prints it"
+        )
         if len(base_name) < HASH_PART_LENGTH + 2 or base_name[32] != "-":
-            raise InvalidPathError(given, "it does not have the form HASH-NAME")
+            raise InvalidPathError(
+                given, "it does not have the form HASH-NAME", form_hint
+            )
         hash_part, name = base_name[:32], base_name[33:]
         if not _HASH_PART.fullmatch(hash_part):
-            raise InvalidPathError(given, "its hash part is not Nix base32")
+            raise InvalidPathError(given, "its hash part is not Nix base32", form_hint)
         problem = _name_problem(name)
         if problem is not None:
-            raise InvalidPathError(given, problem)
+            raise InvalidPathError(given, problem, _NAME_HINT)
         return cls(store_dir.rstrip("/"), hash_part, name)
 
     @property

@@ -236,7 +236,8 @@ def _auto_name(link: str) -> str:
 def make_indirect_root(gcroots: str, link: str, path: str) -> None:
     """Make ``link`` a symlink to ``path`` and register it as an indirect root.
 
-    :raises RootError: when ``link`` exists and is not a symlink.
+    :raises RootError: when ``link`` exists and is not a symlink, or cannot
+        be created (its directory is missing or not writable).
     """
     link = os.path.abspath(link)
     if os.path.lexists(link) and not os.path.islink(link):
@@ -245,7 +246,14 @@ def make_indirect_root(gcroots: str, link: str, path: str) -> None:
             f"cannot make '{link}' a GC root: it exists and is not a symlink",
             "remove it or choose another link name",
         )
-    _replace_symlink(path, link)
+    try:
+        _replace_symlink(path, link)
+    except OSError as error:
+        raise RootError(
+            link,
+            f"cannot make '{link}' a GC root: {error.strerror}",
+            "create its directory first, or choose a link in a writable directory",
+        ) from None
     auto = os.path.join(gcroots, "auto")
     os.makedirs(auto, exist_ok=True)
     _replace_symlink(link, os.path.join(auto, _auto_name(link)))

@@ -10,6 +10,9 @@
   unless someone holds their lock;
 - *stray entries*: temporary entries and lock files no process holds;
   repair removes them;
+- *leftovers*, not problems: an unregistered ``OUT-check`` next to a valid
+  ``OUT`` is the rebuild ``build --check`` keeps when it differs.  They are
+  noted but do not fail the check; repair (and ``gc``) removes them;
 - with ``check_contents``, *corrupt items*: valid items whose NAR hash or
   size no longer matches the database.  Without a substitute to fetch them
   from, these cannot be repaired and stay reported.
@@ -26,15 +29,19 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from store import nar
-from store.gc import clean_store_dir
+from store.gc import clean_store_dir, item_entries
 from store.local import TEMP_PREFIX, LocalStore
 from store.locks import LockBusyError, lock_file
 
-__all__ = ["Problem", "VerifyReport", "verify_store"]
+__all__ = ["CHECK_SUFFIX", "Problem", "VerifyReport", "verify_store"]
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["missing", "invalid", "stray", "corrupt"]
+Kind = Literal["missing", "invalid", "stray", "corrupt", "leftover"]
+
+CHECK_SUFFIX = "-check"
+"""What ``build --check`` appends to an output's name to keep a rebuild that
+differs, outside the database."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,8 @@ class Problem:
     """One disagreement between the database and the disk."""
 
     kind: Kind
-    """``missing``, ``invalid``, ``stray`` or ``corrupt``."""
+    """``missing``, ``invalid``, ``stray``, ``corrupt``, or ``leftover`` (a
+    note, not a problem)."""
 
     path: str
     """The store path, or the physical path of a stray entry."""
@@ -62,8 +70,13 @@ class VerifyReport:
 
     @property
     def remaining(self) -> list[Problem]:
-        """Return the problems that were not repaired."""
-        return [p for p in self.problems if not p.repaired]
+        """Return the problems that were not repaired, leftovers aside."""
+        return [p for p in self.problems if not p.repaired and p.kind != "leftover"]
+
+    @property
+    def notes(self) -> list[Problem]:
+        """Return the leftovers of ``build --check`` that were kept."""
+        return [p for p in self.problems if not p.repaired and p.kind == "leftover"]
 
 
 def verify_store(
@@ -131,20 +144,28 @@ def _check_missing(store: LocalStore, report: VerifyReport, repair: bool) -> Non
 
 
 def _check_invalid(store: LocalStore, report: VerifyReport, repair: bool) -> None:
-    names = [
-        n
-        for n in os.listdir(store.real_store_dir)
-        if not n.startswith(".") and not n.endswith(".lock")
-    ]
-    paths = {os.path.join(store.store_dir, n): n for n in names}
+    paths = item_entries(store)
     valid = store.query_valid(paths)
     for path in sorted(set(paths) - valid):
         if _is_held(store.lock_file_of(path)):
             continue  # being built or added right now
         fixed = repair and _delete_invalid(store, path)
-        report.problems.append(
-            Problem("invalid", path, "it is on disk but not registered", fixed)
+        report.problems.append(_invalid_problem(path, valid, fixed))
+
+
+def _invalid_problem(path: str, valid: set[str], fixed: bool) -> Problem:
+    """Describe the unregistered entry ``path``: a leftover of ``build
+    --check`` when it is a valid item's path plus ``-check``."""
+    original = path.removesuffix(CHECK_SUFFIX)
+    if original != path and original in valid:
+        return Problem(
+            "leftover",
+            path,
+            f"'build --check' kept it to compare with '{original}'; "
+            "gc or verify --repair removes it",
+            fixed,
         )
+    return Problem("invalid", path, "it is on disk but not registered", fixed)
 
 
 def _delete_invalid(store: LocalStore, path: str) -> bool:

@@ -103,7 +103,10 @@ def hash_file(path: str, algorithm: str) -> Hash:
         with open(path, "rb") as file:
             digest = hashlib.file_digest(file, algorithm).digest()
     except OSError as error:
-        raise PyguixError(f"cannot read '{path}': {error.strerror}") from None
+        raise PyguixError(
+            f"cannot read '{path}': {error.strerror}",
+            "check that the file exists and that you may read it",
+        ) from None
     return Hash(algorithm, digest)
 
 
@@ -120,7 +123,10 @@ def path_command(
     """Print the hash of the NAR of each PATH (nix-hash PATH)."""
     for path in paths:
         if not os.path.lexists(path):
-            raise PyguixError(f"'{path}' does not exist")
+            raise PyguixError(
+                f"'{path}' does not exist",
+                "give the path of an existing file, directory or symlink",
+            )
         digest, _ = hash_path(path, algorithm)
         click.echo(format_hash(digest, base, truncate))
 

@@ -8,6 +8,7 @@ Each subcommand mirrors a ``nix-store`` operation: ``add`` (``--add``,
 
 from __future__ import annotations
 
+import posixpath
 import sys
 from typing import Any
 
@@ -129,9 +130,13 @@ def query(ctx: click.Context, query: str | None, paths: tuple[str, ...]) -> None
 
 
 def _valid(store: Any, text: str) -> str:
-    path = str(store.parse_path(text))
+    """Return the valid store path ``text`` names, normalised as
+    ``nix-store -q`` does (``//`` and a trailing ``/`` are dropped)."""
+    path = str(store.parse_path(posixpath.normpath(text)))
     if not store.is_valid(path):
-        raise StoreError(f"'{path}' is not valid", "add it to the store first")
+        raise StoreError(
+            f"'{path}' is not valid", "add it to the store first ('pyguix store add')"
+        )
     return path
 
 
@@ -166,6 +171,8 @@ def verify(ctx: click.Context, check_contents: bool, repair: bool) -> None:
     report = verify_store(store, check_contents=check_contents, repair=repair)
     for problem in report.problems:
         status = "repaired" if problem.repaired else "problem"
+        if problem in report.notes:
+            status = "note"
         click.echo(
             f"{status}: {problem.kind} '{problem.path}': {problem.detail}", err=True
         )

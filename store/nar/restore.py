@@ -5,15 +5,19 @@ reader of :mod:`store.nar.reader`: the archive is checked as it is read and
 the tree is created as the events arrive.  Files get mode 0666 or, when
 marked executable, 0777, less the umask; directories 0777 less the umask
 (the store canonicalises modes afterwards).  If anything goes wrong, what
-was created is removed again: a failed restore leaves no target behind.
+was created is removed again: a failed restore leaves no target behind,
+even an archive nested deeper than the file system allows paths to go
+(which fails with the offset of the node that could not be created).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-import shutil
 from typing import BinaryIO
 
+from store.canonical import remove_tree
 from store.nar.grammar import NarError
 from store.nar.reader import (
     Directory,
@@ -71,12 +75,10 @@ class _Builder:
             os.close(fd)
 
     def remove(self) -> None:
-        """Remove whatever was created at the target."""
+        """Remove whatever was created at the target, as far as it can be."""
         self.close()
-        if os.path.isdir(self.target) and not os.path.islink(self.target):
-            shutil.rmtree(self.target, ignore_errors=True)
-        elif os.path.lexists(self.target):
-            os.unlink(self.target)
+        with contextlib.suppress(OSError):
+            remove_tree(os.fsdecode(self.target))
 
 
 def restore(
@@ -107,17 +109,46 @@ def restore(
         for event in reader:
             builder.apply(event)
         builder.close()
-    except NarError:
+    except NarError as error:
         builder.remove()
+        if error.hint is None:
+            error.hint = _DAMAGED_HINT
         raise
     except OSError as error:
         builder.remove()
-        raise NarError(
-            f"cannot create '{os.fsdecode(error.filename or place)}': {error.strerror}",
-            reader.offset,
-            path=os.fsdecode(place),
-        ) from None
+        raise _creation_error(error, place, reader.offset) from None
     except BaseException:
         builder.remove()
         raise
     return reader.offset
+
+
+_DAMAGED_HINT = (
+    "the archive is damaged or not a NAR; make it again with "
+    "'pyguix store dump' or 'nix-store --dump'"
+)
+
+
+def _creation_error(error: OSError, target: bytes, offset: int) -> NarError:
+    """Return the error for a node of the tree that could not be created."""
+    name = _shorten(os.fsdecode(error.filename or target))
+    if error.errno == errno.ENAMETOOLONG:
+        hint = (
+            "the archive nests deeper than the file system allows a path to "
+            "go; it cannot be restored here"
+        )
+    else:
+        hint = "check that the target's directory is writable and has room"
+    return NarError(
+        f"cannot create '{name}': {error.strerror}",
+        offset,
+        path=os.fsdecode(target),
+        hint=hint,
+    )
+
+
+def _shorten(name: str, keep: int = 120) -> str:
+    """Return ``name``, its middle elided if it is longer than ``keep``."""
+    if len(name) <= keep:
+        return name
+    return f"{name[: keep // 2]}...{name[-keep // 2 :]}"

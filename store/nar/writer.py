@@ -3,7 +3,9 @@
 This is Nix's ``dumpPath`` (``libutil/archive.cc``); the grammar is in
 :mod:`store.nar.grammar`.  The tree is walked with ``lstat``, so symlinks are
 recorded, never followed; a regular file is executable iff its owner may
-execute it; entries go out sorted by the raw bytes of their names.
+execute it; entries go out sorted by the raw bytes of their names.  Open
+directories are kept on a stack rather than in recursive calls, so a tree
+of any depth the file system allows is written, as ``nix-hash`` does.
 
 Small tokens are gathered in a buffer and handed out in batches; file
 contents are read in large chunks and never held whole, so a file of any
@@ -22,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from store.hash import ALGORITHMS, Hash
@@ -106,49 +108,69 @@ class _Writer:
             self.write(self.pending if self.reuse else bytes(self.pending))
             self.pending.clear()
 
-    def node(self, path: bytes) -> None:
-        """Write the node of ``path``, which must exist."""
+    def tree(self, root: bytes) -> None:
+        """Write the node of ``root`` and, for a directory, all below it.
+
+        Open directories are kept on a stack of their remaining entry
+        names, not in recursive calls, so a tree of any depth is written.
+        """
+        stack: list[tuple[bytes, Iterator[bytes]]] = []
+        self.node(root, stack)
+        while stack:
+            path, names = stack[-1]
+            name = next(names, None)
+            if name is not None:
+                self.emit(_ENTRY + token(name) + _NODE)
+                self.node(path + b"/" + name, stack)
+                continue
+
+            # The directory is done: close it, and its entry if it has one.
+            stack.pop()
+            self.emit(_CLOSE + _CLOSE if stack else _CLOSE)
+
+    def node(self, path: bytes, stack: list[tuple[bytes, Iterator[bytes]]]) -> None:
+        """Write the node of ``path``, which must exist, and close its entry
+        if it is one; a directory's entries are pushed on ``stack`` instead."""
         try:
             info = os.lstat(path)
         except OSError as error:
-            raise self.error(path, f"cannot be read: {error.strerror}") from None
+            raise self.unreadable(path, "read", error) from None
+        if stat.S_ISDIR(info.st_mode):
+            stack.append((path, iter(self.directory(path))))
+            return
         if stat.S_ISREG(info.st_mode):
             self.regular(path, info)
         elif stat.S_ISLNK(info.st_mode):
             self.symlink(path)
-        elif stat.S_ISDIR(info.st_mode):
-            self.directory(path)
         else:
             raise self.error(
                 path,
                 "has an unsupported type",
                 "a NAR holds only regular files, directories and symlinks",
             )
+        if stack:
+            self.emit(_CLOSE)
 
     def symlink(self, path: bytes) -> None:
         """Write a symlink node; its target is taken verbatim."""
         try:
             target = os.readlink(path)
         except OSError as error:
-            raise self.error(path, f"cannot be read: {error.strerror}") from None
+            raise self.unreadable(path, "read", error) from None
         if self.mirror is not None:
             os.symlink(target, self.mirror.place(path))
         self.emit(_SYMLINK + token(target) + _CLOSE)
 
-    def directory(self, path: bytes) -> None:
-        """Write a directory node and, recursively, its sorted entries."""
+    def directory(self, path: bytes) -> list[bytes]:
+        """Open a directory node; return its entry names, sorted."""
         try:
             names = sorted(os.listdir(path))
         except OSError as error:
-            raise self.error(path, f"cannot be listed: {error.strerror}") from None
+            raise self.unreadable(path, "listed", error) from None
         if self.mirror is not None:
             os.mkdir(self.mirror.place(path), 0o755)
         self.emit(_DIRECTORY)
-        for name in names:
-            self.emit(_ENTRY + token(name) + _NODE)
-            self.node(path + b"/" + name)
-            self.emit(_CLOSE)
-        self.emit(_CLOSE)
+        return names
 
     def regular(self, path: bytes, info: os.stat_result) -> None:
         """Write a regular file node, streaming the file's bytes."""
@@ -160,7 +182,7 @@ class _Writer:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as error:
-            raise self.error(path, f"cannot be opened: {error.strerror}") from None
+            raise self.unreadable(path, "opened", error) from None
         copy = -1
         try:
             if self.mirror is not None:
@@ -187,7 +209,7 @@ class _Writer:
         try:
             data = os.read(fd, size + 1)
         except OSError as error:
-            raise self.error(path, f"cannot be read: {error.strerror}") from None
+            raise self.unreadable(path, "read", error) from None
         if len(data) != size:
             raise self.changed(path)
         return data
@@ -218,14 +240,27 @@ class _Writer:
             else:
                 chunk = os.read(fd, count)
         except OSError as error:
-            raise self.error(path, f"cannot be read: {error.strerror}") from None
+            raise self.unreadable(path, "read", error) from None
         if not chunk and not end:
             raise self.changed(path)
         return chunk
 
+    def unreadable(self, path: bytes, verb: str, error: OSError) -> NarError:
+        """Return the error for ``path`` that cannot be ``verb`` (read,
+        opened, listed)."""
+        return self.error(
+            path,
+            f"cannot be {verb}: {error.strerror}",
+            "check that it exists and that you may read it",
+        )
+
     def changed(self, path: bytes) -> NarError:
         """Return the error for a file whose size changed while read."""
-        return self.error(path, "changed size while it was being archived")
+        return self.error(
+            path,
+            "changed size while it was being archived",
+            "make sure nothing writes to it while it is archived",
+        )
 
     def error(self, path: bytes, reason: str, hint: str | None = None) -> NarError:
         """Return a :class:`NarError` about ``path``."""
@@ -244,7 +279,7 @@ def _run(
     """Write the NAR of ``path`` to ``write``; return its size."""
     writer = _Writer(write, reuse, mirror)
     writer.emit(token(MAGIC))
-    writer.node(os.fsencode(path))
+    writer.tree(os.fsencode(path))
     writer.flush()
     return writer.written
 

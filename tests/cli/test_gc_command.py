@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+
+from store.canonical import remove_tree
 
 
 def pyguix(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -55,3 +60,83 @@ def test_gc_cycle(tmp_path: Path, tree: Path) -> None:
 def test_paths_need_delete(tmp_path: Path) -> None:
     result = pyguix(tmp_path, "gc", str(tmp_path))
     assert result.returncode != 0 and "--delete" in result.stderr
+
+
+def one_error_and_hint(result: subprocess.CompletedProcess[str]) -> str:
+    """Check that ``result`` failed with one error line and one hint line;
+    return the error line."""
+    lines = result.stderr.splitlines()
+    assert result.returncode == 1, result.stderr
+    assert [line.split(":")[0] for line in lines] == ["error", "hint"], lines
+    return lines[0]
+
+
+def test_add_root_in_a_missing_directory_is_refused(tmp_path: Path, tree: Path) -> None:
+    path = pyguix(tmp_path, "store", "add", str(tree)).stdout.strip()
+    link = str(tmp_path / "missing" / "dir" / "root")
+    refused = pyguix(tmp_path, "gc", "--add-root", link, path)
+    assert f"cannot make '{link}' a GC root" in one_error_and_hint(refused)
+    assert pyguix(tmp_path, "gc", "--list-roots").stdout == ""
+
+
+def test_add_root_to_an_invalid_path_is_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "store" / ("0" * 32 + "-x"))
+    link = tmp_path / "r2"
+    refused = pyguix(tmp_path, "gc", "--add-root", str(link), path)
+    assert f"'{path}': it is not valid" in one_error_and_hint(refused)
+    assert not os.path.lexists(link)
+    assert pyguix(tmp_path, "gc", "--list-roots").stdout == ""
+
+
+def test_delete_of_a_path_neither_valid_nor_on_disk_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "store" / ("0" * 32 + "-x"))
+    refused = pyguix(tmp_path, "gc", "--delete", path)
+    assert f"'{path}': it is neither valid nor on disk" in one_error_and_hint(refused)
+
+
+def test_delete_of_an_unregistered_entry_removes_it(tmp_path: Path) -> None:
+    # As nix-store --delete 2.8 does with an entry of the store directory
+    # that is not valid.
+    pyguix(tmp_path, "gc", "--list-roots")  # creates the store
+    path = str(tmp_path / "store" / ("0" * 32 + "-y"))
+    os.mkdir(path)
+    deleted = pyguix(tmp_path, "gc", "--delete", path)
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout.split() == [path]
+    assert not os.path.lexists(path)
+
+
+def test_deep_item_is_collected(clean_tmp_path: Path) -> None:
+    tmp_path = clean_tmp_path
+    deep = tmp_path / "deep"
+    make_deep_tree(deep, DEPTH)
+    path = pyguix(tmp_path, "store", "add", str(deep)).stdout.strip()
+    collected = pyguix(tmp_path, "gc")
+    assert collected.returncode == 0, collected.stderr[-2000:]
+    assert collected.stdout.split() == [path]
+    assert not os.path.lexists(path)
+
+
+@pytest.fixture
+def clean_tmp_path(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path``, emptied at the end by an iterative walk: pytest removes
+    old temporary directories recursively and fails on deep trees."""
+    yield tmp_path
+    for entry in tmp_path.iterdir():
+        remove_tree(str(entry))
+
+
+DEPTH = 1100
+"""Deeper than Python's default recursion limit of 1000."""
+
+
+def make_deep_tree(top: Path, depth: int) -> None:
+    """Create ``top/d/d/.../d/leaf``, ``depth`` directories below ``top``."""
+    os.mkdir(top)
+    path = str(top)
+    for _ in range(depth):
+        path += "/d"
+        os.mkdir(path)
+    Path(path, "leaf").write_text("deep\n")

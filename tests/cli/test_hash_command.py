@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from pyguix.cli import cli
+from store.canonical import remove_tree
 
 FIXTURES = Path(__file__).parents[2] / "fixtures"
 NARS: dict[str, dict[str, Any]] = json.loads(
@@ -155,15 +157,17 @@ def _main(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        pytest.param(["path", "/nonexistent/x"], "does not exist", id="path-missing"),
-        pytest.param(
-            ["file", "/nonexistent/x"], "not a regular file", id="file-missing"
-        ),
+        pytest.param(["path", "MISSING"], "does not exist", id="path-missing"),
+        pytest.param(["file", "MISSING"], "not a regular file", id="file-missing"),
         pytest.param(["file", "/"], "not a regular file", id="file-is-directory"),
     ],
 )
-def test_bad_paths_give_one_error_line(args: list[str], words: str) -> None:
-    result = _main(*args)
+def test_bad_paths_give_one_error_line(
+    tmp_path: Path, args: list[str], words: str
+) -> None:
+    # A path under tmp_path surely does not exist, whatever the host holds.
+    missing = str(tmp_path / "missing")
+    result = _main(*[missing if arg == "MISSING" else arg for arg in args])
     assert result.returncode == 1
     assert result.stdout == ""
     assert (
@@ -184,3 +188,34 @@ def test_unknown_type_is_a_usage_error(tmp_path: Path) -> None:
     result = _main("path", "--type", "sha3", str(tmp_path))
     assert result.returncode == 2
     assert "sha3" in result.stderr
+
+
+@pytest.fixture
+def clean_tmp_path(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path``, emptied at the end by an iterative walk: pytest removes
+    old temporary directories recursively and fails on deep trees."""
+    yield tmp_path
+    for entry in tmp_path.iterdir():
+        remove_tree(str(entry))
+
+
+DEEP_TREE_HASH = "ffa1e7061b5cbf52fc1b63345baa111b8d524efd8227ca62750bd7324709082d"
+"""``nix-hash --type sha256 top`` (Nix 2.8) of ``top/d/.../d/leaf``: 1100
+directories ``d`` below ``top``, then the file ``leaf`` holding ``deep\\n``."""
+
+
+def test_path_nested_deeper_than_the_recursion_limit(clean_tmp_path: Path) -> None:
+    path = deepest = str(clean_tmp_path / "top")
+    os.mkdir(path)
+    for _ in range(1100):
+        deepest += "/d"
+        os.mkdir(deepest)
+    Path(deepest, "leaf").write_text("deep\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pyguix", "hash", "path", path],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == DEEP_TREE_HASH

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from store import nar
+from store.canonical import remove_tree
+from store.nar.grammar import token
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "export"
 
@@ -168,3 +174,122 @@ def test_a_copy_that_cannot_be_written_leaves_nothing(tmp_path: Path) -> None:
     assert pyguix(tmp_path, "store", "verify", "--check-contents").returncode == 0
     added = pyguix(tmp_path, "store", "add", str(source))
     assert added.returncode == 0 and added.stdout.startswith(str(tmp_path).encode())
+
+
+@pytest.fixture
+def clean_tmp_path(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path``, emptied at the end by an iterative walk: pytest removes
+    old temporary directories recursively and fails on deep trees."""
+    yield tmp_path
+    for entry in tmp_path.iterdir():
+        remove_tree(str(entry))
+
+
+DEPTH = 1100
+"""Deeper than Python's default recursion limit of 1000."""
+
+
+def make_deep_tree(top: Path, depth: int) -> None:
+    """Create ``top/d/d/.../d/leaf``, ``depth`` directories below ``top``."""
+    os.mkdir(top)
+    path = str(top)
+    for _ in range(depth):
+        path += "/d"
+        os.mkdir(path)
+    Path(path, "leaf").write_text("deep\n")
+
+
+def deep_nar(depth: int) -> bytes:
+    """Return the NAR of ``depth`` nested directories named ``d``."""
+    head = token(b"(") + token(b"type") + token(b"directory")
+    entry = token(b"entry") + token(b"(") + token(b"name") + token(b"d")
+    opening = (head + entry + token(b"node")) * depth
+    closing = (token(b")") + token(b")")) * depth
+    return token(nar.MAGIC) + opening + head + token(b")") + closing
+
+
+def one_error_and_hint(result: subprocess.CompletedProcess[bytes]) -> str:
+    """Check that ``result`` failed with one error line and one hint line,
+    without a traceback; return the error line."""
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 1, lines
+    assert [line.split(":")[0] for line in lines] == ["error", "hint"], lines
+    return lines[0]
+
+
+def test_deep_tree_is_added_dumped_and_verified(clean_tmp_path: Path) -> None:
+    tmp_path = clean_tmp_path
+    deep = tmp_path / "deep"
+    make_deep_tree(deep, DEPTH)
+    added = pyguix(tmp_path, "store", "add", str(deep))
+    assert added.returncode == 0, added.stderr[-2000:]
+    path = added.stdout.decode().strip()
+
+    dumped = pyguix(tmp_path, "store", "dump", path)
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    assert dumped.stdout == pyguix(tmp_path, "store", "dump", str(deep)).stdout
+    assert dumped.stdout.count(b"\x01\x00\x00\x00\x00\x00\x00\x00d\x00") == DEPTH
+
+    verified = pyguix(tmp_path, "store", "verify", "--check-contents")
+    assert verified.returncode == 0, verified.stderr[-2000:]
+
+
+def test_restore_of_a_nar_too_deep_for_the_file_system(clean_tmp_path: Path) -> None:
+    tmp_path = clean_tmp_path
+    # Paths of 3000 nested 'd' directories pass PATH_MAX; Nix fails there
+    # too, with 'File name too long'.
+    target = tmp_path / "out"
+    failed = pyguix(tmp_path, "store", "restore", str(target), stdin=deep_nar(3000))
+    error = one_error_and_hint(failed)
+    assert error.startswith("error: NAR error at byte offset ")
+    assert "File name too long" in error and len(error) < 400
+    assert not os.path.lexists(target)
+
+
+def test_query_accepts_a_trailing_slash(tmp_path: Path, tree: Path) -> None:
+    path = pyguix(tmp_path, "store", "add", str(tree)).stdout.decode().strip()
+    for given in (path + "/", path + "//", path.replace("/store/", "/store//")):
+        hashed = pyguix(tmp_path, "store", "query", "--hash", given)
+        assert hashed.returncode == 0, hashed.stderr
+        assert hashed.stdout.decode().strip() == nar.hash_path(tree)[0].to_string()
+
+
+def test_check_leftover_is_noted_not_failed(tmp_path: Path, tree: Path) -> None:
+    path = pyguix(tmp_path, "store", "add", str(tree)).stdout.decode().strip()
+    shutil.copytree(tree, path + "-check", symlinks=True)
+    verified = pyguix(tmp_path, "store", "verify", "--check-contents")
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stderr.decode().startswith(f"note: leftover '{path}-check': ")
+    repaired = pyguix(tmp_path, "store", "verify", "--repair")
+    assert repaired.stderr.decode().startswith(f"repaired: leftover '{path}-check'")
+    assert not os.path.lexists(path + "-check")
+
+
+def test_errors_have_a_hint(tmp_path: Path, tree: Path) -> None:
+    path = pyguix(tmp_path, "store", "add", str(tree)).stdout.decode().strip()
+    store_dir = str(tmp_path / "store")
+    evil = (
+        (FIXTURES / "closure.export")
+        .read_bytes()
+        .replace(b"/nix/store/", b"/etc/evilx/")
+    )
+    cases = {
+        "dump-missing": (["store", "dump", "/nope"], b""),
+        "restore-truncated": (
+            ["store", "restore", str(tmp_path / "r2")],
+            nar.dump_bytes(tree)[:100],
+        ),
+        "query-inside-item": (
+            ["store", "query", "--references", path + "/README"],
+            b"",
+        ),
+        "query-outside-store": (["store", "query", "--hash", "/elsewhere/x"], b""),
+        "query-bad-hash": (["store", "query", "--hash", store_dir + "/e-x"], b""),
+        "import-evil-path": (["store", "import"], evil),
+        "hash-missing": (["hash", "path", str(tmp_path / "nonexistent")], b""),
+    }
+    for name, (args, stdin) in cases.items():
+        result = pyguix(tmp_path, *args, stdin=stdin)
+        assert one_error_and_hint(result), name
+    inside = pyguix(tmp_path, "store", "query", "--references", path + "/README")
+    assert f"give the store item itself, '{path}'" in inside.stderr.decode()

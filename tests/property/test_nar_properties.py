@@ -14,7 +14,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from store.canonical import remove_tree
 from store.nar import (
+    MAGIC,
     NarError,
     copy_nar,
     copy_path,
@@ -23,6 +25,7 @@ from store.nar import (
     read_events,
     restore,
 )
+from store.nar.grammar import token
 
 # A node: ("file", contents, executable) | ("link", target) | ("dir", {name: node}).
 names = st.binary(min_size=1, max_size=12).filter(
@@ -172,3 +175,49 @@ def test_mutated_archives_only_raise_nar_error(
         else:
             data.insert(position, value)
     _only_nar_errors(bytes(data))
+
+
+def _wrap(names: list[bytes], inner: bytes) -> bytes:
+    """Return the NAR node of nested directories, the first holding the
+    entry ``names[0]``, that one ``names[1]``, and so on, the last entry
+    being the node ``inner``."""
+    entry = token(b"(") + token(b"type") + token(b"directory") + token(b"entry")
+    opening = b"".join(
+        entry + token(b"(") + token(b"name") + token(name) + token(b"node")
+        for name in names
+    )
+    return opening + inner + (token(b")") + token(b")")) * len(names)
+
+
+@settings(max_examples=3, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b"d", b"e", b"a b", b"\xff"]), min_size=1000, max_size=1200
+    ),
+    leaves,
+)
+def test_chains_deeper_than_the_recursion_limit(
+    chain: list[bytes], leaf: tuple[Any, ...]
+) -> None:
+    scratch = tempfile.mkdtemp()
+    try:
+        source = path = os.fsencode(scratch) + b"/source"
+        os.mkdir(source)
+        for name in chain:
+            path += b"/" + name
+            os.mkdir(path)
+        build(leaf, path + b"/leaf")
+        leaf_node = dump_bytes(path + b"/leaf")[len(token(MAGIC)) :]
+
+        nar = dump_bytes(source)
+        assert nar == token(MAGIC) + _wrap([*chain, b"leaf"], leaf_node)
+
+        target = os.fsencode(scratch) + b"/target"
+        assert restore(io.BytesIO(nar), target) == len(nar)
+        assert dump_bytes(target) == nar
+
+        mirror = os.fsencode(scratch) + b"/mirror"
+        assert copy_path(source, mirror) == hash_path(source)
+        assert dump_bytes(mirror) == nar
+    finally:
+        remove_tree(scratch)

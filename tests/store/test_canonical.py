@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from store.canonical import UnsupportedFileError, canonicalise, remove_tree
+from store.canonical import (
+    CANONICAL_MTIME,
+    UnsupportedFileError,
+    canonicalise,
+    remove_tree,
+    walk_up,
+)
+from store.ingest import fsync_tree
 
 
 def test_only_the_owner_exec_bit_survives(tmp_path: Path) -> None:
@@ -45,3 +52,23 @@ def test_remove_tree_removes_read_only_trees(tmp_path: Path) -> None:
     assert remove_tree(str(tmp_path / "d")) == 1000
     assert not (tmp_path / "d").exists()
     assert remove_tree(str(tmp_path / "d")) == 0
+
+
+def test_trees_deeper_than_the_recursion_limit(tmp_path: Path) -> None:
+    top = deepest = str(tmp_path / "top")
+    os.mkdir(top)
+    for _ in range(1100):
+        deepest += "/d"
+        os.mkdir(deepest)
+    Path(deepest, "leaf").write_text("deep\n")
+
+    try:
+        canonicalise(top)
+        assert stat.S_IMODE(os.lstat(deepest).st_mode) == 0o555
+        assert os.lstat(deepest).st_mtime == CANONICAL_MTIME
+        assert os.lstat(top).st_mtime == CANONICAL_MTIME
+        fsync_tree(top)
+        assert [name for name, _ in walk_up(deepest)] == [deepest + "/leaf", deepest]
+    finally:
+        assert remove_tree(top) == len("deep\n")
+    assert not os.path.lexists(top)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from store.errors import StoreError
 from store.gc import GCError, collect_garbage, find_roots
 from store.local import LocalStore
 
@@ -155,3 +156,21 @@ def test_profiles_directory_holds_roots(store: LocalStore) -> None:
     os.symlink(b, os.path.join(profiles, "default-1-link"))
     os.symlink("default-1-link", os.path.join(profiles, "default"))
     assert collect_garbage(store).deleted == [a]
+
+
+def test_state_directory_linked_into_the_store_is_never_collected(
+    tmp_path: Path,
+) -> None:
+    # The configuration refuses overlapping names; a symlink still puts the
+    # state directory physically in the store directory.
+    (tmp_path / "store" / "var").mkdir(parents=True)
+    os.symlink(tmp_path / "store" / "var", tmp_path / "state")
+    with LocalStore(str(tmp_path / "store"), str(tmp_path / "state")) as store:
+        dead = str(store.add_text("dead", "x"))
+        result = collect_garbage(fresh(store))
+        assert result.deleted == [dead]
+        assert os.path.exists(tmp_path / "store" / "var" / "db" / "db.sqlite")
+        assert store.db.all_valid() == set()
+        with pytest.raises(StoreError, match="holds the state directory"):
+            store.trash(str(tmp_path / "store" / "var"))
+        assert os.path.isdir(tmp_path / "store" / "var" / "db")

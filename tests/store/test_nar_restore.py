@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from store.nar import NarError, copy_nar, restore
+from store.canonical import remove_tree
+from store.nar import MAGIC, NarError, copy_nar, restore
+from store.nar.grammar import token
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "nar"
 CASES: dict[str, dict[str, Any]] = json.loads((FIXTURES / "restore.json").read_text())
@@ -112,3 +116,37 @@ def test_every_rule_of_the_brief_has_a_vector() -> None:
     ]:
         assert rule in CASES
     assert sum(rule.startswith("truncated-") for rule in CASES) >= 5
+
+
+def test_archive_too_deep_for_the_file_system_leaves_nothing(
+    clean_tmp_path: Path,
+) -> None:
+    tmp_path = clean_tmp_path
+    head = token(b"(") + token(b"type") + token(b"directory")
+    entry = token(b"entry") + token(b"(") + token(b"name") + token(b"d")
+    depth = 3000
+    archive = (
+        token(MAGIC)
+        + (head + entry + token(b"node")) * depth
+        + head
+        + token(b")")
+        + (token(b")") + token(b")")) * depth
+    )
+    target = tmp_path / "target"
+    with pytest.raises(NarError, match="File name too long") as caught:
+        restore(io.BytesIO(archive), target)
+    # The offset is the end of the header of the directory that could not
+    # be created.
+    level = len(head + entry + token(b"node"))
+    assert (caught.value.offset - len(token(MAGIC))) % level == len(head)
+    assert caught.value.hint is not None
+    assert not os.path.lexists(target)
+
+
+@pytest.fixture
+def clean_tmp_path(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path``, emptied at the end by an iterative walk: pytest removes
+    old temporary directories recursively and fails on deep trees."""
+    yield tmp_path
+    for entry in tmp_path.iterdir():
+        remove_tree(str(entry))

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from store.canonical import remove_tree
 from store.local import LocalStore
 from store.optimise import LINKS_DIR, optimise_store
 from store.verify import verify_store
@@ -116,3 +117,22 @@ def test_the_command_reports_what_it_saved(tmp_path: Path) -> None:
     pyguix("store", "add", str(source))
     assert pyguix("store", "optimise") == "1 files linked, 0.00 MiB freed\n"
     assert pyguix("store", "optimise") == "0 files linked, 0.00 MiB freed\n"
+
+
+def test_deep_item_is_optimised(tmp_path: Path) -> None:
+    deepest = str(tmp_path / "deep")
+    os.mkdir(deepest)
+    for _ in range(1100):
+        deepest += "/d"
+        os.mkdir(deepest)
+    Path(deepest, "leaf").write_bytes(b"shared\n")
+    store = LocalStore(str(tmp_path / "store"), str(tmp_path / "state"), fsync=True)
+    deep = store.add_path(str(tmp_path / "deep"))
+    store.add_path(str(tree(tmp_path / "flat", {"leaf": b"shared\n"})))
+    try:
+        assert optimise_store(store).files_linked == 1
+        assert verify_store(store, check_contents=True).problems == []
+    finally:
+        remove_tree(store.physical(deep))
+        remove_tree(str(tmp_path / "deep"))
+        store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from store.canonical import remove_tree
@@ -76,3 +77,32 @@ def test_locked_invalid_item_is_being_built_not_a_problem(store: LocalStore) -> 
         assert verify_store(store, repair=True).problems == []
         assert os.path.isdir(store.physical(building))
     assert kinds(verify_store(store)) == [("invalid", False)]
+
+
+def test_repair_never_deletes_a_state_directory_in_the_store(tmp_path: Path) -> None:
+    (tmp_path / "store" / "var").mkdir(parents=True)
+    os.symlink(tmp_path / "store" / "var", tmp_path / "state")
+    with LocalStore(str(tmp_path / "store"), str(tmp_path / "state")) as store:
+        store.add_text("t", "x")
+        report = verify_store(store, check_contents=True, repair=True)
+        assert report.problems == []
+        assert os.path.exists(tmp_path / "store" / "var" / "db" / "db.sqlite")
+
+
+def test_check_leftover_is_a_note_that_repair_removes(
+    store: LocalStore, tree: Path
+) -> None:
+    path = str(store.add_path(str(tree)))
+    leftover = path + "-check"
+    shutil.copytree(tree, store.physical(leftover), symlinks=True)
+    stranger = os.path.join(store.store_dir, "0" * 32 + "-x-check")
+    os.mkdir(store.physical(stranger))
+
+    report = verify_store(store, check_contents=True)
+    assert [(p.kind, p.path) for p in report.notes] == [("leftover", leftover)]
+    assert [(p.kind, p.path) for p in report.remaining] == [("invalid", stranger)]
+
+    report = verify_store(store, repair=True)
+    assert kinds(report) == [("invalid", True), ("leftover", True)]
+    assert not os.path.lexists(store.physical(leftover))
+    assert verify_store(store, check_contents=True).problems == []
