@@ -43,3 +43,14 @@ def nix_store(tmp_path: Path) -> Iterator[LocalStore]:
     local = LocalStore("/nix/store", "/nix/var/nix", root=str(tmp_path / "root"))
     yield local
     local.close()
+
+
+@pytest.fixture
+def clean_tmp_path(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path``, emptied at the end by an iterative walk: pytest removes
+    old temporary directories recursively and fails on deep trees."""
+    from store.canonical import remove_tree
+
+    yield tmp_path
+    for entry in tmp_path.iterdir():
+        remove_tree(str(entry))

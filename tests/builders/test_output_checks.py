@@ -38,20 +38,6 @@ def failure_of(store: LocalStore, drv: Derivation) -> BuildError:
     return caught.value
 
 
-def built(store: LocalStore, name: str, code: str, *inputs: Derivation) -> Derivation:
-    drv: Derivation = pydrv(store, name, code, inputs)
-    build_derivation(store, drv)
-    return drv
-
-
-@pytest.fixture
-def chain(store: LocalStore) -> tuple[Derivation, Derivation]:
-    """``dep``, and ``mid`` which refers to it."""
-    dep = built(store, "dep", "open(out, 'w').write('dep')")
-    mid = built(store, "mid", "open(out, 'w').write(os.environ['in0'])", dep)
-    return dep, mid
-
-
 # The user refers to mid (so to dep through it) and to itself.
 USER = "open(out, 'w').write(os.environ['in0'] + ' ' + out)"
 

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.builds import python_derivation
 
 from builders.linux import namespaces_unavailable_reason
 from builders.sandbox_paths import SandboxPath, SandboxPathError
 from derivations.create import derivation
 from store.local import LocalStore
-from tests.helpers.builds import python_derivation
 
 STORE = "/pyguix/store"
 

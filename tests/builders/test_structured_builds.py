@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.builds import built
 from helpers.builds import python_derivation as pydrv
 
 from builders.build import BuildError, build_derivation
@@ -71,20 +72,6 @@ def failure_of(store: LocalStore, drv: Derivation) -> BuildError:
         build_derivation(store, drv)
     assert not store.is_valid(drv.output_path())
     return caught.value
-
-
-def built(store: LocalStore, name: str, code: str, *inputs: Derivation) -> Derivation:
-    drv: Derivation = pydrv(store, name, code, inputs)
-    build_derivation(store, drv)
-    return drv
-
-
-@pytest.fixture
-def chain(store: LocalStore) -> tuple[Derivation, Derivation]:
-    """``dep``, and ``mid`` which refers to it."""
-    dep = built(store, "dep", "open(out, 'w').write('dep')")
-    mid = built(store, "mid", "open(out, 'w').write(os.environ['in0'])", dep)
-    return dep, mid
 
 
 def nar_size_of(tmp_path: Path, text: str) -> int:

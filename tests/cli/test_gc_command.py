@@ -5,12 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from store.canonical import remove_tree
+from helpers.deep import DEPTH, make_deep_tree
 
 
 def pyguix(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -117,26 +114,3 @@ def test_deep_item_is_collected(clean_tmp_path: Path) -> None:
     assert collected.returncode == 0, collected.stderr[-2000:]
     assert collected.stdout.split() == [path]
     assert not os.path.lexists(path)
-
-
-@pytest.fixture
-def clean_tmp_path(tmp_path: Path) -> Iterator[Path]:
-    """``tmp_path``, emptied at the end by an iterative walk: pytest removes
-    old temporary directories recursively and fails on deep trees."""
-    yield tmp_path
-    for entry in tmp_path.iterdir():
-        remove_tree(str(entry))
-
-
-DEPTH = 1100
-"""Deeper than Python's default recursion limit of 1000."""
-
-
-def make_deep_tree(top: Path, depth: int) -> None:
-    """Create ``top/d/d/.../d/leaf``, ``depth`` directories below ``top``."""
-    os.mkdir(top)
-    path = str(top)
-    for _ in range(depth):
-        path += "/d"
-        os.mkdir(path)
-    Path(path, "leaf").write_text("deep\n")

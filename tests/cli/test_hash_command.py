@@ -10,15 +10,14 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from helpers.deep import make_deep_tree
 
 from pyguix.cli import cli
-from store.canonical import remove_tree
 
 FIXTURES = Path(__file__).parents[2] / "fixtures"
 NARS: dict[str, dict[str, Any]] = json.loads(
@@ -190,27 +189,14 @@ def test_unknown_type_is_a_usage_error(tmp_path: Path) -> None:
     assert "sha3" in result.stderr
 
 
-@pytest.fixture
-def clean_tmp_path(tmp_path: Path) -> Iterator[Path]:
-    """``tmp_path``, emptied at the end by an iterative walk: pytest removes
-    old temporary directories recursively and fails on deep trees."""
-    yield tmp_path
-    for entry in tmp_path.iterdir():
-        remove_tree(str(entry))
-
-
 DEEP_TREE_HASH = "ffa1e7061b5cbf52fc1b63345baa111b8d524efd8227ca62750bd7324709082d"
 """``nix-hash --type sha256 top`` (Nix 2.8) of ``top/d/.../d/leaf``: 1100
 directories ``d`` below ``top``, then the file ``leaf`` holding ``deep\\n``."""
 
 
 def test_path_nested_deeper_than_the_recursion_limit(clean_tmp_path: Path) -> None:
-    path = deepest = str(clean_tmp_path / "top")
-    os.mkdir(path)
-    for _ in range(1100):
-        deepest += "/d"
-        os.mkdir(deepest)
-    Path(deepest, "leaf").write_text("deep\n")
+    path = str(clean_tmp_path / "top")
+    make_deep_tree(Path(path), 1100)
     result = subprocess.run(
         [sys.executable, "-m", "pyguix", "hash", "path", path],
         capture_output=True,

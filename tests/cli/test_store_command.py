@@ -8,13 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from helpers.deep import DEPTH, make_deep_tree
 
 from store import nar
-from store.canonical import remove_tree
 from store.nar.grammar import token
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "export"
@@ -174,29 +172,6 @@ def test_a_copy_that_cannot_be_written_leaves_nothing(tmp_path: Path) -> None:
     assert pyguix(tmp_path, "store", "verify", "--check-contents").returncode == 0
     added = pyguix(tmp_path, "store", "add", str(source))
     assert added.returncode == 0 and added.stdout.startswith(str(tmp_path).encode())
-
-
-@pytest.fixture
-def clean_tmp_path(tmp_path: Path) -> Iterator[Path]:
-    """``tmp_path``, emptied at the end by an iterative walk: pytest removes
-    old temporary directories recursively and fails on deep trees."""
-    yield tmp_path
-    for entry in tmp_path.iterdir():
-        remove_tree(str(entry))
-
-
-DEPTH = 1100
-"""Deeper than Python's default recursion limit of 1000."""
-
-
-def make_deep_tree(top: Path, depth: int) -> None:
-    """Create ``top/d/d/.../d/leaf``, ``depth`` directories below ``top``."""
-    os.mkdir(top)
-    path = str(top)
-    for _ in range(depth):
-        path += "/d"
-        os.mkdir(path)
-    Path(path, "leaf").write_text("deep\n")
 
 
 def deep_nar(depth: int) -> bytes:

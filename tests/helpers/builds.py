@@ -39,3 +39,12 @@ def python_derivation(
         inputs=inputs,
         **options,
     )
+
+
+def built(store: LocalStore, name: str, code: str, *inputs: Derivation) -> Derivation:
+    """Make and build the derivation whose builder runs ``code``."""
+    from builders.build import build_derivation
+
+    drv = python_derivation(store, name, code, inputs)
+    build_derivation(store, drv)
+    return drv

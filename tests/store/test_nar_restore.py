@@ -7,13 +7,11 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from store.canonical import remove_tree
 from store.nar import MAGIC, NarError, copy_nar, restore
 from store.nar.grammar import token
 
@@ -141,12 +139,3 @@ def test_archive_too_deep_for_the_file_system_leaves_nothing(
     assert (caught.value.offset - len(token(MAGIC))) % level == len(head)
     assert caught.value.hint is not None
     assert not os.path.lexists(target)
-
-
-@pytest.fixture
-def clean_tmp_path(tmp_path: Path) -> Iterator[Path]:
-    """``tmp_path``, emptied at the end by an iterative walk: pytest removes
-    old temporary directories recursively and fails on deep trees."""
-    yield tmp_path
-    for entry in tmp_path.iterdir():
-        remove_tree(str(entry))
