@@ -10,7 +10,9 @@ Prints medians (seconds) and ratios for:
   hash of the tree: compared with hashing it ('python -m pyguix' start-up
   plus store.nar.hash_path, and 'nix-hash --type sha256').
 
-Nix parts are skipped when nix-store is not installed.  Timings are printed,
+Every run starts after a ``sync``, so that writing back what an earlier
+run (or making the tree) left in the page cache is not counted against the
+next one.  Nix parts are skipped when nix-store is not installed.  Timings are printed,
 never asserted.  Usage: python3 benchmarks/store_add.py [--smoke] [--runs N]
 """
 
@@ -83,6 +85,9 @@ def median(
     for _ in range(runs):
         if setup:
             setup()
+        # Start each run with nothing left to write back from the last one
+        # (or from making the tree), on either side.
+        os.sync()
         times.append(timed(action))
     return median_of(times)
 
