@@ -98,8 +98,9 @@ def copy_source(source: str, target: str) -> tuple[Hash, int]:
     """Copy ``source`` to ``target`` (contents, symlinks and the exec bit
     only); return the NAR hash and NAR size of the copy.
 
-    Known gap: creating many files this way costs several times the system
-    time of Nix's restore of the same tree (see ``docs/benchmarks.md``).
+    Known gap: with :func:`hash_source` before it, a cold add reads the
+    source twice where Nix reads it once, and is about 3× slower than
+    ``nix-store --add`` (see ``docs/benchmarks.md``).
 
     :raises NarError: when ``source`` cannot be read or holds a file a NAR
         cannot.
