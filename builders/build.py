@@ -104,6 +104,12 @@ from builders.structured_attrs import (
     prepare_structured_attrs,
     rewrite_placeholders,
 )
+from builders.system_features import (
+    KVM_DEVICE,
+    machine_features,
+    missing_features,
+    required_features,
+)
 from derivations.create import current_system, read_derivation
 from derivations.derivation import Derivation
 from store import nar
@@ -450,6 +456,7 @@ def _execute(
     drv = build.drv
     log = build.log = open_build_log(store.real_state_dir, drv.path, on_line=on_line)
     try:
+        _check_features(drv)
         if drv.builder == "builtin:fetchurl":
             _fetch(store, build)
             return
@@ -479,6 +486,28 @@ def _check_system(drv: Derivation) -> None:
                 hint="build it on a machine of that system",
             )
         )
+
+
+def _check_features(drv: Derivation) -> None:
+    """Refuse a derivation requiring features this machine lacks, as Nix does."""
+    refusal = missing_features(drv, parse_structured_attrs(drv), machine_features())
+    if refusal is not None:
+        raise BuildError(
+            BuildFailure(
+                drv.path,
+                "setup",
+                refusal,
+                hint="build it on a machine with those features, or list this "
+                "machine's features in PYGUIX_SYSTEM_FEATURES",
+            )
+        )
+
+
+def _feature_mounts(drv: Derivation) -> list[BindMount]:
+    """Return the devices the features ``drv`` requires bring: ``/dev/kvm``."""
+    if "kvm" in required_features(drv, parse_structured_attrs(drv)):
+        return [BindMount(KVM_DEVICE, KVM_DEVICE, writable=True)]
+    return []
 
 
 def _export_references_graphs(
@@ -580,6 +609,7 @@ def _sandbox_spec(
     mounts = [BindMount(build.scratch, store.store_dir, writable=True)]
     mounts += _input_mounts(store, build.scratch, closure)
     mounts += sandbox_path_mounts(options.sandbox_paths)
+    mounts += _feature_mounts(drv)
     interpreter = interpreter_paths(store.state_file(*CACHE_FILE))
     mounts += [BindMount(path, path) for path in interpreter]
     return SandboxSpec(
