@@ -13,6 +13,8 @@ the table: the machine, the date and the command.  Rows:
   (pyguix creating the ``.drv`` files / ``nix-instantiate``), cold build
   (``pyguix build`` / ``nix-store --realise``, Nix in its sandbox, then
   without it), no-op realise (all valid, a new process each);
+* lowering 1,000 file-like objects again, warm (the persistent lowering
+  cache) against cold (``benchmarks/lowering.py``);
 * the builders' start-up (``python3 -S`` / ``/bin/sh``), which the cold
   builds pay once a derivation;
 * NAR hashing of a ~100 MB tree (pyguix / hashlib, pyguix / nix-hash) and
@@ -160,6 +162,31 @@ def dag_rows(figures: DagFigures, cap: int) -> list[Row]:
     return rows
 
 
+def lowering_rows(smoke: bool, runs: int) -> list[Row]:
+    """Lowering a configuration of file-like objects again: warm / cold."""
+    import tempfile
+
+    from benchmarks import lowering
+
+    size = 100 if smoke else 1000
+    cold: list[dict[str, float]] = []
+    warm: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="pyguix-lowering-") as temp:
+        store = Path(temp, "root")
+        for _ in range(runs):
+            lowering.remove(store)
+            cold.append(lowering.measure(store, size))
+            warm.append(lowering.measure(store, size))
+    ratio = lowering.median(warm, "lower") / lowering.median(cold, "lower")
+    return [
+        Row(f"evaluation of {size:,} file-like objects: warm / cold",
+            Measure(lowering.median(warm, "process"), 0, runs),
+            Measure(lowering.median(cold, "process"), 0, runs),
+            note=f"a new process each; warm: the persistent lowering cache; "
+            f"lowering alone: {ratio:.3f}"),
+    ]  # fmt: skip
+
+
 def builder_rows(runs: int) -> list[Row]:
     """The start-up of each side's builder program, paid once a build."""
     python = [sys.executable, "-S", "-c", "pass"]
@@ -272,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _progress(f"DAG of {size}")
         build_runs = 0 if size > options.build_cap else runs if size <= 100 else 1
         rows += dag_rows(measure_dag(size, runs, build_runs, nix), options.build_cap)
+    _progress("lowering file-like objects")
+    rows += lowering_rows(options.smoke, runs)
     _progress("builder start-up, NAR hashing, store add")
     rows += builder_rows(max(runs, 5))
     rows += nar_rows(options.smoke, runs, bool(nix))

@@ -21,6 +21,7 @@ ROWS = [
     "DAG 100: cold build, pyguix / Nix with sandbox",
     "DAG 100: cold build, /bin/sh builders, pyguix / Nix with sandbox",
     "DAG 100: no-op realise, pyguix build / nix-store --realise",
+    "evaluation of 100 file-like objects: warm / cold",
     "builder start-up: python3 -S / /bin/sh",
     "NAR hash: pyguix / hashlib (sha256 of contents)",
     "NAR hash: pyguix / nix-hash",
