@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from builders.container import BindMount
 from store.errors import PyguixError
+from store.paths import is_within
 
 __all__ = ["SandboxPath", "SandboxPathError", "sandbox_path_mounts"]
 
@@ -67,7 +68,7 @@ class SandboxPath:
         """Refuse a target that would hide the sandbox's own files, or a
         required source that does not exist."""
         store = os.path.normpath(store_dir)
-        hides_store = _is_within(store, self.target) or _is_within(self.target, store)
+        hides_store = is_within(store, self.target) or is_within(self.target, store)
         if self.target in _RESERVED or hides_store:
             raise SandboxPathError(
                 f"sandbox path '{self.target}' would hide what the sandbox "
@@ -109,8 +110,3 @@ def _normal(path: str, spec: str) -> str:
             "give absolute paths: PATH, or TARGET=SOURCE inside=host",
         )
     return os.path.normpath(path)
-
-
-def _is_within(path: str, directory: str) -> bool:
-    """Say whether ``path`` is ``directory`` or below it."""
-    return path == directory or path.startswith(directory.rstrip("/") + "/")

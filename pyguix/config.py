@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 
 from store.errors import PyguixError
+from store.paths import is_within
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -88,11 +89,6 @@ def resolve(
     )
 
 
-def _is_within(path: str, directory: str) -> bool:
-    """Tell whether the normalised ``path`` is ``directory`` or below it."""
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
-
-
 def check_apart(store_dir: str, state_dir: str) -> None:
     """Refuse a store directory and a state directory that overlap.
 
@@ -111,13 +107,13 @@ def check_apart(store_dir: str, state_dir: str) -> None:
     )
     if store_dir == "/":
         raise PyguixError("the store directory cannot be '/'", hint)
-    if _is_within(state_dir, store_dir):
+    if is_within(state_dir, store_dir):
         raise PyguixError(
             f"the state directory '{state_dir}' is inside the store directory "
             f"'{store_dir}', where gc would delete it",
             hint,
         )
-    if _is_within(store_dir, state_dir):
+    if is_within(store_dir, state_dir):
         raise PyguixError(
             f"the store directory '{store_dir}' is inside the state directory "
             f"'{state_dir}'",

@@ -79,7 +79,12 @@ from store.locks import (
     lock_file,
     try_remove_stale_lock,
 )
-from store.paths import StorePath, make_fixed_output_path, make_text_path
+from store.paths import (
+    StorePath,
+    is_within,
+    make_fixed_output_path,
+    make_text_path,
+)
 from store.roots import TempRoots, abandoned_roots, make_indirect_root
 
 if TYPE_CHECKING:
@@ -857,7 +862,7 @@ class LocalStore:
         parent, name = os.path.split(os.path.abspath(physical_path))
         entry = os.path.join(os.path.realpath(parent), name)
         state = os.path.realpath(self.real_state_dir)
-        return state == entry or state.startswith(entry.rstrip("/") + "/")
+        return is_within(state, entry)
 
     def trash(self, physical_path: str) -> int:
         """Remove an item from disk: rename it to a temporary name, then

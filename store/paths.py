@@ -43,6 +43,7 @@ __all__ = [
     "StorePath",
     "check_name",
     "fixed_output_fingerprint",
+    "is_within",
     "make_fixed_output_path",
     "make_output_path",
     "make_store_path",
@@ -52,6 +53,12 @@ __all__ = [
 
 HASH_PART_LENGTH = 32
 MAX_NAME_LENGTH = 211
+
+def is_within(path: str, directory: str) -> bool:
+    """Tell whether ``path`` is ``directory`` or below it, both absolute
+    and without ``.``, ``..`` or repeated slashes."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
 
 _NAME_CHARS = re.compile(r"[0-9a-zA-Z+\-._?=]*")
 _HASH_PART = re.compile(r"[0123456789abcdfghijklmnpqrsvwxyz]{32}")

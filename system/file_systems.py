@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from store.errors import PyguixError
+from store.paths import is_within
 
 __all__ = [
     "CONTAINER_FILE_SYSTEMS",
@@ -232,20 +233,17 @@ def _normal_path(path: str) -> str:
 
 def _reserved_target_reason(target: str, store_dir: str) -> str | None:
     """Return why the normal path ``target`` cannot be mapped onto, or
-    ``None``."""
+    ``None``.  The ``run-container`` script repeats this rule for the
+    mappings given when it runs (it carries only the container runtime's
+    modules)."""
     if target == "/":
         return "the container's root is a fresh tmpfs"
-    if _is_within(target, _normal_path(store_dir)):
+    if is_within(target, _normal_path(store_dir)):
         return f"the store '{store_dir}' is mapped read-only by the container itself"
     for reserved in RESERVED_MAPPING_TARGETS:
-        if _is_within(target, reserved):
+        if is_within(target, reserved):
             return f"the container runtime mounts '{reserved}' itself"
     return None
-
-
-def _is_within(path: str, directory: str) -> bool:
-    """Tell whether ``path`` is ``directory`` or below it (both normal)."""
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def file_system_mapping_to_bind_mount(mapping: FileSystemMapping) -> FileSystem:
