@@ -1,6 +1,6 @@
 """Report failures of the user's own Python code as theirs, with the line.
 
-A build file (``pyguix build -f``) runs the user's code: an exception it
+A build file (``pyguix build -f``) or an OS file runs the user's code: an exception it
 raises, or a call to ``sys.exit()``, is an error in that code, not a bug in
 pyguix.  It is reported on one line naming the file, the line of the file
 where it happened and the exception, with a hint to see the whole trace.
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import traceback
+
+from store.errors import describe_exception
 
 __all__ = ["describe_failure"]
 
@@ -27,5 +29,4 @@ def describe_failure(file: str, error: BaseException) -> str:
         if os.path.realpath(frame.filename) == real
     ]
     where = f" at line {lines[-1]}" if lines else ""
-    detail = error.code if isinstance(error, SystemExit) else error
-    return f"{where}: {type(error).__name__}: {detail}"
+    return f"{where}: {describe_exception(error)}"

@@ -7,7 +7,7 @@ Errors carry data (the store path, the offset) as attributes, not only text.
 
 from __future__ import annotations
 
-__all__ = ["PyguixError", "StoreError", "InvalidPathError"]
+__all__ = ["PyguixError", "StoreError", "InvalidPathError", "describe_exception"]
 
 
 class PyguixError(Exception):
@@ -41,3 +41,11 @@ class InvalidPathError(StoreError):
         super().__init__(f"'{path}' is not a valid store path: {reason}", hint)
         self.path = path
         self.reason = reason
+
+
+def describe_exception(error: BaseException) -> str:
+    """Return ``TYPE: MESSAGE`` of an exception raised by the user's code;
+    ``SystemExit: CODE`` for ``sys.exit(CODE)`` (``None`` for ``exit()``)."""
+    if isinstance(error, SystemExit):
+        return f"SystemExit: {error.code}"
+    return f"{type(error).__name__}: {error}"

@@ -53,7 +53,7 @@ from derivations.file_like import computed_file, plain_file
 from derivations.gexp import Compiler, gexp, register_compiler
 from derivations.lowering import lower_object
 from derivations.monad import MValue, mreturn
-from store.errors import PyguixError
+from store.errors import PyguixError, describe_exception
 from system.accounts import (
     BASE_GROUPS,
     BASE_USER_ACCOUNTS,
@@ -105,7 +105,6 @@ __all__ = [
     "check_host_name",
     "check_operating_system",
     "default_essential_services",
-    "describe_exception",
     "evaluate_operating_system",
     "load_operating_system",
     "locale_directory",
@@ -601,11 +600,3 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, PyguixError):
         return error.message
     return describe_exception(error)
-
-
-def describe_exception(error: BaseException) -> str:
-    """Return ``TYPE: MESSAGE`` of an exception raised by the user's code;
-    ``SystemExit: CODE`` for ``sys.exit(CODE)`` (``None`` for ``exit()``)."""
-    if isinstance(error, SystemExit):
-        return f"SystemExit: {error.code}"
-    return f"{type(error).__name__}: {error}"

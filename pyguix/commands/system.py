@@ -73,7 +73,6 @@ import json
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -102,11 +101,8 @@ def load_os_file(file: str) -> tuple[OperatingSystem, tuple[FileSystemMapping, .
         ``operating_system``, or raised while it ran (the error names its
         type, message and the line of ``file`` where it happened).
     """
-    from system.operating_system import (
-        OperatingSystemFileError,
-        describe_exception,
-        load_operating_system,
-    )
+    from pyguix.user_code import describe_failure
+    from system.operating_system import OperatingSystemFileError, load_operating_system
 
     try:
         return load_operating_system(file)
@@ -123,8 +119,8 @@ def load_os_file(file: str) -> tuple[OperatingSystem, tuple[FileSystemMapping, .
         # SystemExit too: sys.exit() in the file must not end pyguix quietly.
         raise OperatingSystemFileError(
             file,
-            f"loading operating system file '{file}' failed{_line_in(file, error)}: "
-            f"{describe_exception(error)}",
+            f"loading operating system file '{file}' failed"
+            f"{describe_failure(file, error)}",
             "fix the file; run with PYGUIX_DEBUG=1 to see the whole trace",
         ) from None
 
@@ -141,17 +137,6 @@ def load_os_expression(expression: str) -> OperatingSystem:
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     return evaluate_operating_system(expression)
-
-
-def _line_in(file: str, error: BaseException) -> str:
-    """Return `` at line N``, the last frame of ``error`` in ``file``, or ``""``."""
-    real = os.path.realpath(file)
-    lines = [
-        frame.lineno
-        for frame in traceback.extract_tb(error.__traceback__)
-        if os.path.realpath(frame.filename) == real
-    ]
-    return f" at line {lines[-1]}" if lines else ""
 
 
 EMPTIED_AT_BOOT = ("/tmp", "/run", "/var/run")
