@@ -69,18 +69,12 @@ def optimise_store(store: LocalStore) -> OptimiseResult:
 def _optimise_tree(
     store: LocalStore, path: str, links: str, result: OptimiseResult
 ) -> None:
-    """Link the regular files under ``path`` (a file or a directory), in
-    sorted order, keeping a stack rather than recursing so that any depth
-    is handled."""
-    pending = [path]
-    while pending:
-        current = pending.pop()
-        info = os.lstat(current)
-        if stat.S_ISDIR(info.st_mode):
-            names = sorted(os.listdir(current), reverse=True)
-            pending.extend(os.path.join(current, name) for name in names)
-        elif stat.S_ISREG(info.st_mode):
-            _optimise_file(store, current, info, links, result)
+    """Link the regular files under ``path`` (a file or a directory)."""
+    from store.canonical import walk_up
+
+    for entry, info in walk_up(path):
+        if stat.S_ISREG(info.st_mode):
+            _optimise_file(store, entry, info, links, result)
 
 
 def _optimise_file(
