@@ -118,7 +118,7 @@ from store.database import PathInfo
 from store.errors import PyguixError
 from store.hash import Hash
 from store.local import LocalStore
-from store.paths import StorePath
+from store.paths import CHECK_SUFFIX, StorePath
 from store.references import RefScanner
 
 __all__ = [
@@ -1089,13 +1089,13 @@ def _compare(store: LocalStore, build: _Build) -> None:
         if info.nar_hash.digest == output.nar_hash.digest:
             continue
         original = store.physical(output.path)
-        kept = original + "-check"
+        kept = original + CHECK_SUFFIX
         remove_tree(kept)
         os.rename(output.temp, kept)
         report = format_check_report(
             compare_outputs(original, kept),
             original_name=output.path,
-            rebuilt_name=output.path + "-check",
+            rebuilt_name=output.path + CHECK_SUFFIX,
         )
         different += report.rsplit("\nhint: ", 1)[0].splitlines()
     if different:

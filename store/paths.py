@@ -38,6 +38,7 @@ from store.errors import InvalidPathError
 from store.hash import Hash, compress_hash
 
 __all__ = [
+    "CHECK_SUFFIX",
     "HASH_PART_LENGTH",
     "MAX_NAME_LENGTH",
     "StorePath",
@@ -53,6 +54,11 @@ __all__ = [
 
 HASH_PART_LENGTH = 32
 MAX_NAME_LENGTH = 211
+
+CHECK_SUFFIX = "-check"
+"""What ``build --check`` appends to an output's path to keep, outside the
+database, a rebuild that differs from the valid output (as Nix does)."""
+
 
 def is_within(path: str, directory: str) -> bool:
     """Tell whether ``path`` is ``directory`` or below it, both absolute

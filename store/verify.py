@@ -32,16 +32,13 @@ from store import nar
 from store.gc import clean_store_dir, item_entries
 from store.local import TEMP_PREFIX, LocalStore
 from store.locks import LockBusyError, lock_file
+from store.paths import CHECK_SUFFIX
 
-__all__ = ["CHECK_SUFFIX", "Problem", "VerifyReport", "verify_store"]
+__all__ = ["Problem", "VerifyReport", "verify_store"]
 
 logger = logging.getLogger(__name__)
 
 Kind = Literal["missing", "invalid", "stray", "corrupt", "leftover"]
-
-CHECK_SUFFIX = "-check"
-"""What ``build --check`` appends to an output's name to keep a rebuild that
-differs, outside the database."""
 
 
 @dataclass(frozen=True)
