@@ -456,18 +456,20 @@ def _execute(
     drv = build.drv
     log = build.log = open_build_log(store.real_state_dir, drv.path, on_line=on_line)
     try:
-        _check_features(drv)
+        attrs = parse_structured_attrs(drv)
+        features = required_features(drv, attrs)
+        _check_features(drv, features)
         if drv.builder == "builtin:fetchurl":
             _fetch(store, build)
             return
         _check_system(drv)
-        attrs = parse_structured_attrs(drv)
         if attrs is None:
             _export_references_graphs(store, build, closure)
             _write_passed_files(build)
         else:
             _write_structured_attrs(store, build, attrs, closure)
-        result = run_sandboxed(_sandbox_spec(store, build, closure, options), log.write)
+        spec = _sandbox_spec(store, build, closure, options, features)
+        result = run_sandboxed(spec, log.write)
     finally:
         log.close()
     if not result.succeeded:
@@ -488,9 +490,10 @@ def _check_system(drv: Derivation) -> None:
         )
 
 
-def _check_features(drv: Derivation) -> None:
-    """Refuse a derivation requiring features this machine lacks, as Nix does."""
-    refusal = missing_features(drv, parse_structured_attrs(drv), machine_features())
+def _check_features(drv: Derivation, required: set[str]) -> None:
+    """Refuse ``drv``, which requires ``required`` features, if this machine
+    lacks one, as Nix does."""
+    refusal = missing_features(drv, required, machine_features())
     if refusal is not None:
         raise BuildError(
             BuildFailure(
@@ -503,9 +506,9 @@ def _check_features(drv: Derivation) -> None:
         )
 
 
-def _feature_mounts(drv: Derivation) -> list[BindMount]:
-    """Return the devices the features ``drv`` requires bring: ``/dev/kvm``."""
-    if "kvm" in required_features(drv, parse_structured_attrs(drv)):
+def _feature_mounts(required: set[str]) -> list[BindMount]:
+    """Return the devices the ``required`` features bring: ``/dev/kvm``."""
+    if "kvm" in required:
         return [BindMount(KVM_DEVICE, KVM_DEVICE, writable=True)]
     return []
 
@@ -591,8 +594,13 @@ def _path_info_objects(
 
 
 def _sandbox_spec(
-    store: LocalStore, build: _Build, closure: set[str], options: BuildOptions
+    store: LocalStore,
+    build: _Build,
+    closure: set[str],
+    options: BuildOptions,
+    features: set[str],
 ) -> SandboxSpec:
+    """Return how to run the builder of ``build``, which requires ``features``."""
     drv = build.drv
     inside = f"/tmp/pyguix-build-{drv.name}.drv-0"
     if not drv.builder.startswith("/"):
@@ -609,7 +617,7 @@ def _sandbox_spec(
     mounts = [BindMount(build.scratch, store.store_dir, writable=True)]
     mounts += _input_mounts(store, build.scratch, closure)
     mounts += sandbox_path_mounts(options.sandbox_paths)
-    mounts += _feature_mounts(drv)
+    mounts += _feature_mounts(features)
     interpreter = interpreter_paths(store.state_file(*CACHE_FILE))
     mounts += [BindMount(path, path) for path in interpreter]
     return SandboxSpec(

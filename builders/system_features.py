@@ -54,11 +54,11 @@ def required_features(drv: Derivation, attrs: Mapping[str, Any] | None) -> set[s
 
 
 def missing_features(
-    drv: Derivation, attrs: Mapping[str, Any] | None, machine: frozenset[str]
+    drv: Derivation, required: set[str], machine: frozenset[str]
 ) -> str | None:
-    """Return Nix's message refusing ``drv`` on a machine with ``machine``
-    features, or ``None`` when it has every feature ``drv`` requires."""
-    required = required_features(drv, attrs)
+    """Return Nix's message refusing ``drv``, which requires ``required``,
+    on a machine with ``machine`` features, or ``None`` when it has them
+    all."""
     if required <= machine:
         return None
     return (
