@@ -128,6 +128,7 @@ __all__ = [
     "MAX_SYMLINKS",
     "call_with_container",
     "container_excursion",
+    "in_our_namespace",
     "enter_hint",
     "exit_status",
     "list_directory_in_root",
@@ -1198,6 +1199,15 @@ def _excursion_child(
         os._exit(127)
 
 
+def in_our_namespace(pid: int, name: str) -> bool:
+    """Tell whether ``pid`` is in this process's namespace of kind ``name``
+    (``user``, ``mnt``, ``pid``...).
+
+    :raises OSError: when ``/proc/PID/ns/NAME`` cannot be read.
+    """
+    return os.readlink(f"/proc/{pid}/ns/{name}") == os.readlink(f"/proc/self/ns/{name}")
+
+
 def _namespaces_to_join(pid: int) -> list[tuple[str, int]]:
     """Open the namespaces of ``pid`` that are not ours, in the order to
     join them.
@@ -1208,8 +1218,8 @@ def _namespaces_to_join(pid: int) -> list[tuple[str, int]]:
     targets = []
     try:
         for name in _EXCURSION_ORDER:
-            path = f"/proc/{pid}/ns/{name}"
-            if os.readlink(path) != os.readlink(f"/proc/self/ns/{name}"):
+            if not in_our_namespace(pid, name):
+                path = f"/proc/{pid}/ns/{name}"
                 targets.append((name, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
     except OSError as error:
         raise ContainerError(

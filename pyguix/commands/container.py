@@ -51,6 +51,7 @@ from builders import linux
 from builders.container import (
     ContainerError,
     container_excursion,
+    in_our_namespace,
     list_directory_in_root,
     read_file_in_root,
     read_link_in_root,
@@ -229,7 +230,7 @@ def _check_in_container(pid: int) -> None:
     if not os.path.isdir(f"/proc/{pid}"):
         _check_container(pid)
     try:
-        own = [_same_namespace(pid, name) for name in ("user", "mnt", "pid")]
+        own = [in_our_namespace(pid, name) for name in ("user", "mnt", "pid")]
     except OSError as error:
         raise ContainerError(
             f"cannot read the namespaces of process '{pid}': {error.strerror}",
@@ -242,11 +243,6 @@ def _check_in_container(pid: int) -> None:
             "namespaces are this command's own",
             "give the PID that 'pyguix container list' shows",
         )
-
-
-def _same_namespace(pid: int, name: str) -> bool:
-    """Tell whether ``pid`` is in our namespace of kind ``name``."""
-    return os.readlink(f"/proc/{pid}/ns/{name}") == os.readlink(f"/proc/self/ns/{name}")
 
 
 @click.group("container")
